@@ -1,0 +1,11 @@
+pub mod clock;
+pub mod codes;
+pub mod error;
+pub mod grant;
+pub mod scope;
+pub mod store;
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use codes::*;
+pub use error::{ErrorCode, OAuthError};
+pub use scope::Scope;
+pub use store::*;
