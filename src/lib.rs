@@ -1,11 +1,139 @@
+//! # tower-device-flow
+//!
+//! An OAuth 2.0 Device Authorization Grant ([RFC 8628]) server and a bearer-token guard
+//! ([RFC 6750]), as composable [Tower] services and layers for hyper, axum and tonic.
+//!
+//! Devices without a browser or keyboard (TVs, CLIs, printers) get a user's authorization like
+//! this:
+//!
+//! 1. The device POSTs to the **device authorization endpoint** and receives a `device_code`
+//!    and a short `user_code` such as `WDJB-MJHT` ([`DeviceAuthorization`]).
+//! 2. It shows the user code and the verification URI. The end user opens the URI elsewhere,
+//!    signs in with the application's own login and approves or denies ([`Verification`]).
+//! 3. Meanwhile the device polls the **token endpoint** with its device code, hearing
+//!    `authorization_pending` (or `slow_down` if too eager) until it receives tokens
+//!    ([`TokenEndpoint`]); later it refreshes them (single-use refresh tokens).
+//! 4. The application's routes accept the access token through [`RequireOAuthLayer`], which
+//!    checks scopes and hands the inner service the [`TokenInfo`].
+//!
+//! Everything runs on one pluggable [`Store`]: [`MemoryStore`] is the embedded default, and a
+//! database backend implements a handful of atomic primitives. The protocol rules live once,
+//! in [`grant`], so no backend can get them wrong.
+//!
+//! ## The whole flow in one example
+//!
+//! ```
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use bytes::Bytes;
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_device_flow::{Client, DeviceFlow, MemoryStore, Scope, Subject, TokenInfo};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = MemoryStore::builder()
+//!     .client(Client::public("tv-app", Scope::parse("profile").unwrap()))
+//!     .build();
+//! let flow = DeviceFlow::builder(store)
+//!     .issuer("https://auth.example.com")
+//!     // The application's login puts the signed-in user in the request extensions.
+//!     .end_user(|req: &http::request::Parts| req.extensions.get::<Subject>().cloned())
+//!     .build();
+//!
+//! // The application: one route guarded by scope, behind the OAuth endpoints.
+//! let me = flow.require_oauth("profile").layer(service_fn(|req: Request<Full<Bytes>>| async move {
+//!     let who = req.extensions().get::<TokenInfo>().map(|t| t.subject.to_string());
+//!     Ok::<_, std::convert::Infallible>(Response::new(Full::from(who.unwrap_or_default())))
+//! }));
+//! let app = flow.endpoints_layer().layer(me);
+//!
+//! let form = |uri: &str, body: String| {
+//!     Request::post(uri)
+//!         .header("content-type", "application/x-www-form-urlencoded")
+//!         .body(Full::from(body))
+//!         .unwrap()
+//! };
+//! let json = |body: Bytes| serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+//!
+//! // 1. The device asks for codes.
+//! let res = app.clone().oneshot(form("/oauth/device_authorization", "client_id=tv-app".into())).await.unwrap();
+//! let codes = json(res.into_body().collect().await.unwrap().to_bytes());
+//! let device_code = codes["device_code"].as_str().unwrap().to_owned();
+//! let user_code = codes["user_code"].as_str().unwrap().to_owned();
+//!
+//! // 3. Polling before approval: authorization_pending.
+//! let poll = format!("grant_type=urn:ietf:params:oauth:grant-type:device_code&client_id=tv-app&device_code={device_code}");
+//! let res = app.clone().oneshot(form("/oauth/token", poll.clone())).await.unwrap();
+//! assert_eq!(res.status(), 400);
+//! assert_eq!(json(res.into_body().collect().await.unwrap().to_bytes())["error"], "authorization_pending");
+//!
+//! // 2. Alice approves on the verification page.
+//! let mut approve = form("/device", format!("user_code={user_code}&decision=approve"));
+//! approve.extensions_mut().insert(Subject::new("alice"));
+//! assert_eq!(app.clone().oneshot(approve).await.unwrap().status(), 200);
+//!
+//! // 3. The next poll gets the tokens (a real device waits `interval` seconds first).
+//! let res = app.clone().oneshot(form("/oauth/token", poll)).await.unwrap();
+//! assert_eq!(res.status(), 200);
+//! let tokens = json(res.into_body().collect().await.unwrap().to_bytes());
+//! let access_token = tokens["access_token"].as_str().unwrap();
+//!
+//! // 4. The token opens the guarded route.
+//! let req = Request::get("/me")
+//!     .header("authorization", format!("Bearer {access_token}"))
+//!     .body(Full::default())
+//!     .unwrap();
+//! let res = app.clone().oneshot(req).await.unwrap();
+//! assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "alice");
+//! # }
+//! ```
+//!
+//! [RFC 8628]: https://www.rfc-editor.org/rfc/rfc8628
+//! [RFC 6750]: https://www.rfc-editor.org/rfc/rfc6750
+//! [Tower]: https://docs.rs/tower
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod bearer;
+pub mod client_auth;
 pub mod clock;
 pub mod codes;
+pub mod device_authorization;
+pub mod endpoints;
 pub mod error;
+pub mod flow;
+pub mod form;
 pub mod grant;
+pub mod introspection;
+pub mod metadata;
+pub mod response;
+pub mod revocation;
 pub mod scope;
 pub mod store;
+pub mod token;
+pub mod verification;
+
+pub use bearer::{RequireOAuth, RequireOAuthLayer, ScopeRequirement};
+pub use client_auth::{ClientAuthMethod, ClientAuthMethods};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use codes::*;
+pub use codes::{
+    AccessToken, DeviceCode, DeviceCodeGenerator, Digest, RandomDeviceCode, RefreshToken,
+    UserCode, UserCodeFormat, UserCodeGenerator,
+};
+pub use device_authorization::DeviceAuthorization;
+pub use endpoints::{Endpoints, EndpointsLayer};
 pub use error::{ErrorCode, OAuthError};
+pub use flow::{AttemptLimit, DeviceFlow, DeviceFlowBuilder, Paths};
+pub use grant::{DeviceGrant, GrantStatus};
+pub use introspection::Introspection;
+pub use metadata::Metadata;
+pub use response::{OAuthBody, ResponseBody};
+pub use revocation::Revocation;
 pub use scope::Scope;
-pub use store::*;
+pub use store::{
+    Client, ClientId, IssuedTokens, MemoryStore, RefreshTokenRecord, Store, StoreError,
+    StoreResult, Subject, TokenInfo, Versioned,
+};
+pub use token::TokenEndpoint;
+pub use verification::{EndUserResolver, Verification, VerificationPage};

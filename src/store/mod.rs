@@ -221,3 +221,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).counter(key, now)
     }
 }
+
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "test-kit")]
+pub mod test_kit;

@@ -1,0 +1,143 @@
+//! The device authorization endpoint (RFC 8628 3.1-3.2).
+//!
+//! The device POSTs its `client_id` (and secret, if confidential) and an optional `scope`; the
+//! endpoint creates a pending [`DeviceGrant`](crate::grant::DeviceGrant) and answers with the
+//! `device_code` the device polls with and the `user_code` the end user enters.
+//!
+//! ```
+//! use http::Request;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::ServiceExt;
+//! use tower_device_flow::{Client, DeviceFlow, MemoryStore, Scope};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = MemoryStore::builder()
+//!     .client(Client::public("tv-app", Scope::parse("profile").unwrap()))
+//!     .build();
+//! let flow = DeviceFlow::builder(store).issuer("https://auth.example.com").build();
+//!
+//! let req = Request::post("/oauth/device_authorization")
+//!     .header("content-type", "application/x-www-form-urlencoded")
+//!     .body(Full::<bytes::Bytes>::from("client_id=tv-app&scope=profile"))
+//!     .unwrap();
+//! let res = flow.device_authorization().oneshot(req).await.unwrap();
+//! assert_eq!(res.status(), 200);
+//! let body: serde_json::Value =
+//!     serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+//! assert_eq!(body["verification_uri"], "https://auth.example.com/device");
+//! assert_eq!(body["interval"], 5);
+//! # }
+//! ```
+
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use serde::Serialize;
+
+use crate::client_auth::authenticate;
+use crate::error::{json_response, ErrorCode, OAuthError};
+use crate::flow::Shared;
+use crate::form::read_form;
+use crate::grant::DeviceGrant;
+use crate::response::{endpoint_service, OAuthBody};
+use crate::scope::Scope;
+use crate::store::Store;
+
+/// How many user codes to draw before giving up on a (vanishingly unlikely) run of collisions.
+const USER_CODE_ATTEMPTS: usize = 8;
+
+endpoint_service!(
+    /// The device authorization endpoint service. Obtain it from
+    /// [`DeviceFlow::device_authorization`](crate::DeviceFlow::device_authorization).
+    DeviceAuthorization,
+    handle
+);
+
+/// The RFC 8628 3.2 response.
+#[derive(Serialize)]
+struct DeviceAuthorizationResponse<'a> {
+    device_code: &'a str,
+    user_code: &'a str,
+    verification_uri: &'a str,
+    verification_uri_complete: &'a str,
+    expires_in: u64,
+    interval: u64,
+}
+
+async fn handle<S, B>(shared: &Shared<S>, req: Request<B>) -> Result<Response<OAuthBody>, OAuthError>
+where
+    S: Store,
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let config = &shared.config;
+    let (parts, form) = read_form(req, config.body_limit).await?;
+    let client = authenticate(
+        &shared.store,
+        &parts.headers,
+        &form,
+        config.device_authorization_auth,
+    )
+    .await?;
+
+    // The scope is fixed here: later changes to the client never widen this grant.
+    let scope = match form.get("scope")? {
+        Some(s) => {
+            let requested = Scope::parse(s)
+                .map_err(|_| OAuthError::invalid_scope("malformed scope"))?;
+            if !requested.is_subset_of(client.allowed_scope()) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope not allowed for this client; allowed: {}",
+                    client.allowed_scope()
+                )));
+            }
+            requested
+        }
+        None => client.default_scope().clone(),
+    };
+
+    let now = shared.clock.now();
+    let device_code = config.device_codes.generate();
+    let mut user_code = None;
+    for _ in 0..USER_CODE_ATTEMPTS {
+        let candidate = config.user_codes.generate();
+        let grant = DeviceGrant::new(
+            client.id().clone(),
+            scope.clone(),
+            candidate.digest(),
+            now,
+            config.expires_in,
+            config.interval,
+        );
+        if shared
+            .store
+            .insert_grant(device_code.digest(), grant, now)
+            .await?
+        {
+            user_code = Some(candidate);
+            break;
+        }
+    }
+    let user_code = user_code.ok_or_else(|| {
+        OAuthError::new(ErrorCode::ServerError, "could not allocate a unique user code")
+    })?;
+
+    let shown = config.user_codes.display(&user_code);
+    let complete = match &config.verification_uri_complete {
+        Some(f) => f(&config.verification_uri, &shown),
+        None => format!("{}?user_code={}", config.verification_uri, shown),
+    };
+    let body = DeviceAuthorizationResponse {
+        device_code: device_code.expose(),
+        user_code: &shown,
+        verification_uri: &config.verification_uri,
+        verification_uri_complete: &complete,
+        expires_in: config.expires_in.as_secs(),
+        interval: config.interval.as_secs(),
+    };
+    let json = serde_json::to_vec(&body)
+        .map_err(|_| OAuthError::new(ErrorCode::ServerError, "could not encode the response"))?;
+    Ok(json_response(StatusCode::OK, Bytes::from(json)))
+}

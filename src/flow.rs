@@ -1,0 +1,441 @@
+//! [`DeviceFlow`]: the configuration and store every service and layer of the crate shares.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bearer::{RequireOAuthLayer, ScopeRequirement};
+use crate::client_auth::ClientAuthMethods;
+use crate::clock::{Clock, SystemClock};
+use crate::codes::{DeviceCodeGenerator, RandomDeviceCode, UserCodeFormat, UserCodeGenerator};
+use crate::device_authorization::DeviceAuthorization;
+use crate::endpoints::EndpointsLayer;
+use crate::form::DEFAULT_BODY_LIMIT;
+use crate::introspection::Introspection;
+use crate::metadata::Metadata;
+use crate::revocation::Revocation;
+use crate::scope::Scope;
+use crate::store::Store;
+use crate::token::TokenEndpoint;
+use crate::verification::{DefaultPage, EndUserResolver, FromExtensions, Verification, VerificationPage};
+
+/// Where the endpoints are served by [`DeviceFlow::endpoints_layer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    /// RFC 8628 device authorization endpoint. Default `/oauth/device_authorization`.
+    pub device_authorization: String,
+    /// RFC 6749 token endpoint. Default `/oauth/token`.
+    pub token: String,
+    /// The end user's verification page. Default `/device`.
+    pub verification: String,
+    /// RFC 7009 revocation endpoint. Default `/oauth/revoke`.
+    pub revocation: String,
+    /// RFC 7662 introspection endpoint. Default `/oauth/introspect`.
+    pub introspection: String,
+    /// RFC 8414 metadata. Default `/.well-known/oauth-authorization-server`.
+    pub metadata: String,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            device_authorization: "/oauth/device_authorization".into(),
+            token: "/oauth/token".into(),
+            verification: "/device".into(),
+            revocation: "/oauth/revoke".into(),
+            introspection: "/oauth/introspect".into(),
+            metadata: "/.well-known/oauth-authorization-server".into(),
+        }
+    }
+}
+
+/// Builds `verification_uri_complete` from the verification URI and the displayed user code.
+pub type CompleteUriFn = dyn Fn(&str, &str) -> String + Send + Sync;
+
+/// A limit on failed user-code entries: at most `max` failures per `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptLimit {
+    /// Failures allowed in one window.
+    pub max: u64,
+    /// The window, counted from the first failure.
+    pub window: Duration,
+}
+
+pub(crate) struct Config {
+    pub(crate) issuer: String,
+    pub(crate) verification_uri: String,
+    pub(crate) verification_uri_complete: Option<Arc<CompleteUriFn>>,
+    pub(crate) device_codes: Arc<dyn DeviceCodeGenerator>,
+    pub(crate) user_codes: Arc<dyn UserCodeGenerator>,
+    pub(crate) expires_in: Duration,
+    pub(crate) interval: Duration,
+    pub(crate) access_token_lifetime: Duration,
+    pub(crate) refresh_token_lifetime: Option<Duration>,
+    pub(crate) device_authorization_auth: ClientAuthMethods,
+    pub(crate) token_auth: ClientAuthMethods,
+    pub(crate) body_limit: usize,
+    pub(crate) paths: Paths,
+    pub(crate) end_user: Arc<dyn EndUserResolver>,
+    pub(crate) page: Arc<dyn VerificationPage>,
+    pub(crate) per_user_attempts: AttemptLimit,
+    pub(crate) overall_attempts: Option<AttemptLimit>,
+    pub(crate) realm: String,
+    pub(crate) scopes_supported: Option<Scope>,
+}
+
+pub(crate) struct Shared<S> {
+    pub(crate) store: S,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Config,
+}
+
+/// The device flow: a store plus configuration, handing out the endpoint services and layers.
+/// Cheap to clone; every service it hands out shares it.
+///
+/// ```
+/// use tower_device_flow::{Client, DeviceFlow, MemoryStore, Scope};
+///
+/// let store = MemoryStore::builder()
+///     .client(Client::public("tv-app", Scope::parse("profile").unwrap()))
+///     .build();
+/// let flow = DeviceFlow::builder(store)
+///     .issuer("https://auth.example.com")
+///     .build();
+/// let endpoints = flow.endpoints_layer(); // serves every endpoint in front of your app
+/// let guard = flow.require_oauth("profile"); // guards a route by scope
+/// # let _ = (endpoints, guard);
+/// ```
+pub struct DeviceFlow<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for DeviceFlow<S> {
+    fn clone(&self) -> Self {
+        DeviceFlow {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for DeviceFlow<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.shared.config;
+        f.debug_struct("DeviceFlow")
+            .field("issuer", &c.issuer)
+            .field("verification_uri", &c.verification_uri)
+            .field("expires_in", &c.expires_in)
+            .field("interval", &c.interval)
+            .field("paths", &c.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> DeviceFlow<S> {
+    /// Starts configuring a flow on `store`.
+    pub fn builder(store: S) -> DeviceFlowBuilder<S> {
+        DeviceFlowBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            issuer: "http://localhost:8080".into(),
+            verification_uri: None,
+            verification_uri_complete: None,
+            device_codes: Arc::new(RandomDeviceCode),
+            user_codes: Arc::new(UserCodeFormat::default()),
+            expires_in: Duration::from_secs(1800),
+            interval: Duration::from_secs(5),
+            access_token_lifetime: Duration::from_secs(3600),
+            refresh_token_lifetime: Some(Duration::from_secs(30 * 24 * 3600)),
+            device_authorization_auth: ClientAuthMethods::all(),
+            token_auth: ClientAuthMethods::all(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            paths: Paths::default(),
+            end_user: Arc::new(FromExtensions),
+            page: Arc::new(DefaultPage),
+            per_user_attempts: AttemptLimit {
+                max: 5,
+                window: Duration::from_secs(15 * 60),
+            },
+            overall_attempts: Some(AttemptLimit {
+                max: 10_000,
+                window: Duration::from_secs(15 * 60),
+            }),
+            realm: "api".into(),
+            scopes_supported: None,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.shared.store
+    }
+
+    /// The issuer identifier.
+    pub fn issuer(&self) -> &str {
+        &self.shared.config.issuer
+    }
+
+    /// The configured endpoint paths.
+    pub fn paths(&self) -> &Paths {
+        &self.shared.config.paths
+    }
+
+    /// The device authorization endpoint service (RFC 8628 3.1).
+    pub fn device_authorization(&self) -> DeviceAuthorization<S> {
+        DeviceAuthorization::new(self.shared.clone())
+    }
+
+    /// The token endpoint service (device code and refresh token grants).
+    pub fn token(&self) -> TokenEndpoint<S> {
+        TokenEndpoint::new(self.shared.clone())
+    }
+
+    /// The end user's verification page service.
+    pub fn verification(&self) -> Verification<S> {
+        Verification::new(self.shared.clone())
+    }
+
+    /// The RFC 7009 revocation endpoint service.
+    pub fn revocation(&self) -> Revocation<S> {
+        Revocation::new(self.shared.clone())
+    }
+
+    /// The RFC 7662 introspection endpoint service.
+    pub fn introspection(&self) -> Introspection<S> {
+        Introspection::new(self.shared.clone())
+    }
+
+    /// The RFC 8414 metadata service.
+    pub fn metadata(&self) -> Metadata {
+        Metadata::new(&self.shared.config)
+    }
+
+    /// A layer requiring a bearer token with every scope in `scopes` (space-separated).
+    ///
+    /// # Panics
+    ///
+    /// If `scopes` is not valid scope syntax: it is written in code, so this is a programming
+    /// error caught at start-up. Use [`require`](Self::require) to handle it instead.
+    pub fn require_oauth(&self, scopes: &str) -> RequireOAuthLayer<S> {
+        match Scope::parse(scopes) {
+            Ok(scope) => self.require(ScopeRequirement::AllOf(scope)),
+            Err(e) => panic!("require_oauth({scopes:?}): {e}"),
+        }
+    }
+
+    /// A layer requiring a bearer token that meets `requirement`.
+    pub fn require(&self, requirement: ScopeRequirement) -> RequireOAuthLayer<S> {
+        RequireOAuthLayer::new(self.shared.clone(), requirement)
+    }
+
+    /// A layer serving every endpoint at its [`Paths`] in front of an inner service, which gets
+    /// every other request.
+    pub fn endpoints_layer(&self) -> EndpointsLayer<S> {
+        EndpointsLayer::new(self.clone())
+    }
+}
+
+/// Configures a [`DeviceFlow`].
+pub struct DeviceFlowBuilder<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    verification_uri: Option<String>,
+    verification_uri_complete: Option<Arc<CompleteUriFn>>,
+    device_codes: Arc<dyn DeviceCodeGenerator>,
+    user_codes: Arc<dyn UserCodeGenerator>,
+    expires_in: Duration,
+    interval: Duration,
+    access_token_lifetime: Duration,
+    refresh_token_lifetime: Option<Duration>,
+    device_authorization_auth: ClientAuthMethods,
+    token_auth: ClientAuthMethods,
+    body_limit: usize,
+    paths: Paths,
+    end_user: Arc<dyn EndUserResolver>,
+    page: Arc<dyn VerificationPage>,
+    per_user_attempts: AttemptLimit,
+    overall_attempts: Option<AttemptLimit>,
+    realm: String,
+    scopes_supported: Option<Scope>,
+}
+
+impl<S> fmt::Debug for DeviceFlowBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceFlowBuilder")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> DeviceFlowBuilder<S> {
+    /// The issuer identifier (RFC 8414), an `https` URL without query or fragment. Default
+    /// `http://localhost:8080`. The verification URI defaults to the issuer plus the
+    /// verification path.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// The `verification_uri` shown to end users (default: issuer + verification path).
+    pub fn verification_uri(mut self, uri: impl Into<String>) -> Self {
+        self.verification_uri = Some(uri.into());
+        self
+    }
+
+    /// How `verification_uri_complete` is built from the verification URI and the displayed
+    /// user code. Default: `{uri}?user_code={code}`.
+    pub fn verification_uri_complete(
+        mut self,
+        f: impl Fn(&str, &str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.verification_uri_complete = Some(Arc::new(f));
+        self
+    }
+
+    /// The time source (default: the system clock). Tests pass a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Lifetime of device and user codes (`expires_in`, default 1800 s).
+    pub fn expires_in(mut self, d: Duration) -> Self {
+        self.expires_in = d;
+        self
+    }
+
+    /// Minimum polling interval (`interval`, default 5 s).
+    pub fn interval(mut self, d: Duration) -> Self {
+        self.interval = d;
+        self
+    }
+
+    /// Access token lifetime (default 1 hour).
+    pub fn access_token_lifetime(mut self, d: Duration) -> Self {
+        self.access_token_lifetime = d;
+        self
+    }
+
+    /// Refresh token lifetime (default 30 days); `None` issues no refresh tokens.
+    pub fn refresh_token_lifetime(mut self, d: Option<Duration>) -> Self {
+        self.refresh_token_lifetime = d;
+        self
+    }
+
+    /// The user code format or generator (default: 8 base-20 characters, `XXXX-XXXX`).
+    pub fn user_codes(mut self, g: impl UserCodeGenerator) -> Self {
+        self.user_codes = Arc::new(g);
+        self
+    }
+
+    /// The device code generator (default: 256 random bits).
+    pub fn device_codes(mut self, g: impl DeviceCodeGenerator) -> Self {
+        self.device_codes = Arc::new(g);
+        self
+    }
+
+    /// Client authentication methods accepted at every endpoint (default: all three).
+    pub fn client_auth_methods(mut self, m: ClientAuthMethods) -> Self {
+        self.device_authorization_auth = m;
+        self.token_auth = m;
+        self
+    }
+
+    /// Client authentication methods accepted at the device authorization endpoint.
+    pub fn device_authorization_auth_methods(mut self, m: ClientAuthMethods) -> Self {
+        self.device_authorization_auth = m;
+        self
+    }
+
+    /// Client authentication methods accepted at the token, revocation and introspection
+    /// endpoints.
+    pub fn token_auth_methods(mut self, m: ClientAuthMethods) -> Self {
+        self.token_auth = m;
+        self
+    }
+
+    /// Largest accepted request body (default 16 KiB).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Endpoint paths for [`DeviceFlow::endpoints_layer`].
+    pub fn paths(mut self, paths: Paths) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    /// How the verification page learns who the end user is (default: a
+    /// [`Subject`](crate::Subject) in the request extensions, put there by the application's
+    /// login layer).
+    pub fn end_user(mut self, r: impl EndUserResolver) -> Self {
+        self.end_user = Arc::new(r);
+        self
+    }
+
+    /// The verification page template (default: [`DefaultPage`]).
+    pub fn page(mut self, p: impl VerificationPage) -> Self {
+        self.page = Arc::new(p);
+        self
+    }
+
+    /// Failed user-code entries allowed per end user (default 5 per 15 minutes).
+    pub fn failed_attempts_per_user(mut self, limit: AttemptLimit) -> Self {
+        self.per_user_attempts = limit;
+        self
+    }
+
+    /// Failed user-code entries allowed across all end users (default 10 000 per 15 minutes;
+    /// `None` for no overall limit).
+    pub fn failed_attempts_overall(mut self, limit: Option<AttemptLimit>) -> Self {
+        self.overall_attempts = limit;
+        self
+    }
+
+    /// The realm of the bearer layer's challenges (default `api`).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// The scopes advertised in metadata (`scopes_supported`).
+    pub fn scopes_supported(mut self, scope: Scope) -> Self {
+        self.scopes_supported = Some(scope);
+        self
+    }
+
+    /// The flow.
+    pub fn build(self) -> DeviceFlow<S> {
+        let verification_uri = self
+            .verification_uri
+            .unwrap_or_else(|| format!("{}{}", self.issuer, self.paths.verification));
+        DeviceFlow {
+            shared: Arc::new(Shared {
+                store: self.store,
+                clock: self.clock,
+                config: Config {
+                    issuer: self.issuer,
+                    verification_uri,
+                    verification_uri_complete: self.verification_uri_complete,
+                    device_codes: self.device_codes,
+                    user_codes: self.user_codes,
+                    expires_in: self.expires_in,
+                    interval: self.interval,
+                    access_token_lifetime: self.access_token_lifetime,
+                    refresh_token_lifetime: self.refresh_token_lifetime,
+                    device_authorization_auth: self.device_authorization_auth,
+                    token_auth: self.token_auth,
+                    body_limit: self.body_limit,
+                    paths: self.paths,
+                    end_user: self.end_user,
+                    page: self.page,
+                    per_user_attempts: self.per_user_attempts,
+                    overall_attempts: self.overall_attempts,
+                    realm: self.realm,
+                    scopes_supported: self.scopes_supported,
+                },
+            }),
+        }
+    }
+}
