@@ -21,8 +21,8 @@
 //! let flow = DeviceFlow::builder(store).build();
 //! let req = Request::post("/oauth/token")
 //!     .header("content-type", "application/x-www-form-urlencoded")
-//!     .body(Full::new(
-//!         "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code=nope&client_id=tv-app".into(),
+//!     .body(Full::<bytes::Bytes>::from(
+//!         "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code=nope&client_id=tv-app",
 //!     ))
 //!     .unwrap();
 //! let res = flow.token().oneshot(req).await.unwrap();
