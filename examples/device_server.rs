@@ -1,0 +1,194 @@
+//! The demo authorization server: the whole device flow on plain hyper and the in-memory store.
+//!
+//! ```text
+//! cargo run --release --example device_server -- --addr 127.0.0.1:8080 [--expires-in 1800] [--interval 5]
+//! ```
+//!
+//! Its HTTP surface is fixed by `DEMO_CONTRACT.md`: clients `demo-device` (public) and
+//! `demo-confidential` (secret `demo-secret`), end users `alice` and `bob` signing in to the
+//! verification page with HTTP Basic, and three API routes, two of them guarded by scope.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tower::{service_fn, Layer, ServiceExt};
+use tower_device_flow::{
+    Client, DeviceFlow, EndUserResolver, MemoryStore, Scope, Subject, TokenInfo,
+};
+
+const USAGE: &str = "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS]";
+
+struct Args {
+    addr: SocketAddr,
+    expires_in: u64,
+    interval: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        expires_in: 1800,
+        interval: 5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.into());
+        }
+        let value = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}\n{USAGE}");
+        match flag.as_str() {
+            "--addr" => args.addr = value.parse().map_err(|e| bad(&e))?,
+            "--expires-in" => args.expires_in = value.parse().map_err(|e| bad(&e))?,
+            "--interval" => args.interval = value.parse().map_err(|e| bad(&e))?,
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+/// The demo's stand-in for an application's login: HTTP Basic against two fixed users.
+struct DemoLogin;
+
+const USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
+
+impl EndUserResolver for DemoLogin {
+    fn end_user(&self, request: &Parts) -> Option<Subject> {
+        let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, encoded) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = STANDARD.decode(encoded.trim()).ok()?;
+        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        USERS
+            .iter()
+            .find(|(u, p)| *u == user && bool::from(p.as_bytes().ct_eq(password.as_bytes())))
+            .map(|(u, _)| Subject::new(u))
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static(
+            "Basic realm=\"device\", charset=\"UTF-8\"",
+        ))
+    }
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn token_of<B>(req: &Request<B>) -> Option<&TokenInfo> {
+    req.extensions().get::<TokenInfo>()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    let scopes = Scope::parse("profile email").unwrap_or_default();
+    let store = MemoryStore::builder()
+        .client(Client::public("demo-device", scopes.clone()).with_name("Demo device"))
+        .client(
+            Client::confidential("demo-confidential", "demo-secret", scopes.clone())
+                .with_name("Demo confidential client"),
+        )
+        .build();
+    let flow = DeviceFlow::builder(store)
+        .issuer(format!("http://{}", args.addr))
+        .expires_in(Duration::from_secs(args.expires_in))
+        .interval(Duration::from_secs(args.interval))
+        .end_user(DemoLogin)
+        .scopes_supported(scopes)
+        .build();
+
+    // The two guarded routes and the same handler shape without the layer.
+    let me = flow
+        .require_oauth("profile")
+        .layer(service_fn(|req: Request<Incoming>| async move {
+            let body = match token_of(&req) {
+                Some(t) => serde_json::json!({"sub": t.subject.as_str(), "scope": t.scope.as_str()}),
+                None => serde_json::json!({}),
+            };
+            Ok::<_, Infallible>(json(StatusCode::OK, body))
+        }));
+    let email = flow
+        .require_oauth("email")
+        .layer(service_fn(|req: Request<Incoming>| async move {
+            let body = match token_of(&req) {
+                Some(t) => serde_json::json!({
+                    "sub": t.subject.as_str(),
+                    "email": format!("{}@example.com", t.subject),
+                }),
+                None => serde_json::json!({}),
+            };
+            Ok::<_, Infallible>(json(StatusCode::OK, body))
+        }));
+    let api = service_fn(move |req: Request<Incoming>| {
+        let (me, email) = (me.clone(), email.clone());
+        async move {
+            let res = match req.uri().path() {
+                "/api/me" => me.oneshot(req).await?.map(Either::Left),
+                "/api/email" => email.oneshot(req).await?.map(Either::Left),
+                "/api/public" => json(StatusCode::OK, serde_json::json!({"ok": true})).map(Either::Right),
+                _ => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "not_found"}),
+                )
+                .map(Either::Right),
+            };
+            Ok::<_, Infallible>(res)
+        }
+    });
+    // Every OAuth endpoint in front of the application, in one line.
+    let app = flow.endpoints_layer().layer(api);
+
+    let listener = match TcpListener::bind(args.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.addr);
+            std::process::exit(1);
+        }
+    };
+    println!("device_server listening on http://{}", args.addr);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                eprintln!("accept failed: {e}");
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
