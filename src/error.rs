@@ -215,6 +215,25 @@ impl From<StoreError> for OAuthError {
     }
 }
 
+/// Logs a refused request. Only the error code and the crate's own description are logged:
+/// neither ever holds a secret, code or token.
+pub(crate) fn log_rejection(e: &OAuthError) {
+    match e.code() {
+        // The normal rhythm of polling: not worth more than a debug line.
+        ErrorCode::AuthorizationPending | ErrorCode::SlowDown => {
+            tracing::debug!(error = e.code().as_str(), "poll answered")
+        }
+        ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable => {
+            tracing::error!(error = e.code().as_str(), description = e.description(), "request failed")
+        }
+        _ => tracing::info!(
+            error = e.code().as_str(),
+            description = e.description(),
+            "request rejected"
+        ),
+    }
+}
+
 /// A JSON response with the no-store headers every OAuth response carries.
 pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(body));

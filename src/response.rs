@@ -158,12 +158,18 @@ macro_rules! endpoint_service {
             }
 
             fn call(&mut self, req: http::Request<B>) -> Self::Future {
+                use tracing::Instrument as _;
                 let shared = self.shared.clone();
-                crate::response::ResponseFuture::new(async move {
-                    $handle(&shared, req)
-                        .await
-                        .unwrap_or_else(crate::error::OAuthError::into_response)
-                })
+                let span = tracing::info_span!("oauth", endpoint = stringify!($name));
+                crate::response::ResponseFuture::new(
+                    async move {
+                        $handle(&shared, req).await.unwrap_or_else(|e| {
+                            crate::error::log_rejection(&e);
+                            e.into_response()
+                        })
+                    }
+                    .instrument(span),
+                )
             }
         }
     };

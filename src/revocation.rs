@@ -50,6 +50,7 @@ where
                     return Err(not_yours());
                 }
                 store.revoke_refresh_token(&digest).await?;
+                tracing::info!(client_id = client.id().as_str(), kind = "refresh_token", "token revoked");
                 break;
             }
         } else if let Some(info) = store.access_token(&digest, now).await? {
@@ -57,6 +58,7 @@ where
                 return Err(not_yours());
             }
             store.revoke_access_token(&digest).await?;
+            tracing::info!(client_id = client.id().as_str(), kind = "access_token", "token revoked");
             break;
         }
     }

@@ -100,8 +100,14 @@ where
                     grpc,
                 } => {
                     let verdict = match ready!(lookup.as_mut().poll(cx)) {
-                        Ok(token) => guard.check(token, *now).map_err(|r| r.response(*grpc)),
-                        Err(e) => Err(Refusal::store(&e).response(*grpc)),
+                        Ok(token) => guard.check(token, *now).map_err(|r| {
+                            tracing::debug!(error = r.code.as_str(), "bearer token refused");
+                            r.response(*grpc)
+                        }),
+                        Err(e) => {
+                            tracing::error!(error = %e, "bearer token lookup failed");
+                            Err(Refusal::store(&e).response(*grpc))
+                        }
                     };
                     let next = match (verdict, req.take(), inner.take()) {
                         (Ok(token), Some(mut req), Some(mut svc)) => {

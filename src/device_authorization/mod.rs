@@ -124,6 +124,12 @@ where
         OAuthError::new(ErrorCode::ServerError, "could not allocate a unique user code")
     })?;
 
+    tracing::info!(
+        client_id = client.id().as_str(),
+        scope = scope.as_str(),
+        expires_in = config.expires_in.as_secs(),
+        "device grant created"
+    );
     let shown = config.user_codes.display(&user_code);
     let complete = match &config.verification_uri_complete {
         Some(f) => f(&config.verification_uri, &shown),

@@ -104,7 +104,12 @@ async fn device_code_grant<S: Store>(
             return Err(OAuthError::invalid_grant("unknown device_code"));
         };
         let (next, issue, answer) = match current.record.poll(client.id(), now) {
-            PollOutcome::Refuse(code) => return Err(refusal(code)),
+            PollOutcome::Refuse(code) => {
+                if code == ErrorCode::ExpiredToken {
+                    tracing::info!(client_id = client.id().as_str(), "device grant expired");
+                }
+                return Err(refusal(code));
+            }
             PollOutcome::Pending { next: None } => return Err(pending()),
             PollOutcome::Pending { next: Some(next) } => (next, None, Err(pending())),
             PollOutcome::SlowDown { next } => (
@@ -125,11 +130,15 @@ async fn device_code_grant<S: Store>(
                 (next, Some(issued), Ok(response))
             }
         };
+        let issuing = issue.is_some();
         if shared
             .store
             .replace_grant(&key, current.version, next, issue, now)
             .await?
         {
+            if issuing {
+                tracing::info!(client_id = client.id().as_str(), "device grant redeemed: tokens issued");
+            }
             return answer;
         }
         // Another request changed the grant first: decide again on what it left.
@@ -190,6 +199,7 @@ async fn refresh_token_grant<S: Store>(
     let (issued, response) = mint(&shared.config, client.id(), &record.subject, &scope, now)?;
     // Take-once: of racing refreshes with the same token, exactly one rotates it.
     if shared.store.rotate_refresh_token(&key, issued, now).await? {
+        tracing::info!(client_id = client.id().as_str(), "tokens refreshed");
         Ok(response)
     } else {
         Err(OAuthError::invalid_grant("the refresh_token was already used"))

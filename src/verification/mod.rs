@@ -103,12 +103,17 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        use tracing::Instrument as _;
         let shared = self.shared.clone();
-        ResponseFuture::new(async move {
-            let json = wants_json(req.headers());
-            let outcome = handle(&shared, req).await;
-            render(&shared, outcome, json)
-        })
+        let span = tracing::info_span!("oauth", endpoint = "Verification");
+        ResponseFuture::new(
+            async move {
+                let json = wants_json(req.headers());
+                let outcome = handle(&shared, req).await;
+                render(&shared, outcome, json)
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -290,7 +295,7 @@ where
             };
             match decision {
                 None => confirm(shared, &typed, grant.record, user).await,
-                Some(decision) => decide(shared, key, grant, decision).await,
+                Some(decision) => decide(shared, key, grant, decision, &user).await,
             }
         }
         _ => Err(Problem::new(
@@ -318,6 +323,7 @@ fn failure_keys(user: &Subject) -> (String, &'static str) {
 }
 
 fn too_many(limit: &AttemptLimit) -> Refusal {
+    tracing::warn!(max = limit.max, window_secs = limit.window.as_secs(), "user-code guessing limit reached");
     Refusal::Problem(Problem {
         retry_after: Some(limit.window.as_secs()),
         ..Problem::new(
@@ -352,6 +358,7 @@ async fn lookup<S: Store>(
         None => None,
     };
     let Some((key, grant)) = found else {
+        tracing::warn!(subject = user.as_str(), "wrong user code entered");
         store
             .increment_counter(&user_key, per_user.window, now)
             .await?;
@@ -409,8 +416,10 @@ async fn decide<S: Store>(
     key: Digest,
     mut current: Versioned<DeviceGrant>,
     decision: Decision,
+    subject: &Subject,
 ) -> Result<Outcome, Problem> {
     let approved = matches!(decision, Decision::Approve(_));
+    let subject = subject.clone();
     for _ in 0..MAX_SWAP_ATTEMPTS {
         let now = shared.clock.now();
         let next = match current.record.decide(decision.clone(), now) {
@@ -435,6 +444,13 @@ async fn decide<S: Store>(
             .replace_grant(&key, current.version, next, None, now)
             .await?
         {
+            tracing::info!(
+                client_id = current.record.client_id.as_str(),
+                subject = subject.as_str(),
+                scope = current.record.scope.as_str(),
+                "device grant {}",
+                if approved { "approved" } else { "denied" }
+            );
             return Ok(Outcome::Done { approved });
         }
         // A poll recorded its time in between; decide again on the fresh record.
