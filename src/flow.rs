@@ -81,6 +81,8 @@ pub(crate) struct Config {
     pub(crate) overall_attempts: Option<AttemptLimit>,
     pub(crate) realm: String,
     pub(crate) scopes_supported: Option<Scope>,
+    pub(crate) grants_per_client: Option<u64>,
+    pub(crate) grants_overall: Option<u64>,
 }
 
 pub(crate) struct Shared<S> {
@@ -161,6 +163,8 @@ impl<S: Store> DeviceFlow<S> {
             }),
             realm: "api".into(),
             scopes_supported: None,
+            grants_per_client: Some(10_000),
+            grants_overall: None,
         }
     }
 
@@ -257,6 +261,8 @@ pub struct DeviceFlowBuilder<S> {
     overall_attempts: Option<AttemptLimit>,
     realm: String,
     scopes_supported: Option<Scope>,
+    grants_per_client: Option<u64>,
+    grants_overall: Option<u64>,
 }
 
 impl<S> fmt::Debug for DeviceFlowBuilder<S> {
@@ -405,6 +411,22 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// At most this many device authorizations per client within one `expires_in` window
+    /// (default 10 000; `None` for no cap). Abandoned flows occupy the store until they
+    /// expire, so this bounds the memory one client can claim; past it the device
+    /// authorization endpoint answers 429 `temporarily_unavailable` with `Retry-After`.
+    pub fn max_grants_per_client(mut self, max: Option<u64>) -> Self {
+        self.grants_per_client = max;
+        self
+    }
+
+    /// At most this many device authorizations across all clients within one `expires_in`
+    /// window (default: no cap).
+    pub fn max_grants_overall(mut self, max: Option<u64>) -> Self {
+        self.grants_overall = max;
+        self
+    }
+
     /// The flow.
     pub fn build(self) -> DeviceFlow<S> {
         let verification_uri = self
@@ -434,6 +456,8 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     overall_attempts: self.overall_attempts,
                     realm: self.realm,
                     scopes_supported: self.scopes_supported,
+                    grants_per_client: self.grants_per_client,
+                    grants_overall: self.grants_overall,
                 },
             }),
         }

@@ -37,6 +37,7 @@ use http_body::Body;
 use serde::Serialize;
 
 use crate::client_auth::authenticate;
+use crate::clock::Timestamp;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::flow::Shared;
 use crate::form::read_form;
@@ -64,6 +65,33 @@ struct DeviceAuthorizationResponse<'a> {
     verification_uri_complete: &'a str,
     expires_in: u64,
     interval: u64,
+}
+
+/// Counts the new grant against the per-client and overall caps, refusing it past either.
+async fn admit<S: Store>(shared: &Shared<S>, client_id: &str, now: Timestamp) -> Result<(), OAuthError> {
+    let config = &shared.config;
+    let window = config.expires_in;
+    let refuse = |what: &'static str| {
+        tracing::warn!(client_id, cap = what, "device authorization cap reached");
+        OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            format!("too many pending device authorizations {what}; retry later"),
+        )
+        .with_status(StatusCode::TOO_MANY_REQUESTS)
+        .with_retry_after(window.as_secs().clamp(1, 60))
+    };
+    if let Some(max) = config.grants_per_client {
+        let key = format!("grants:{client_id}");
+        if shared.store.increment_counter(&key, window, now).await? > max {
+            return Err(refuse("for this client"));
+        }
+    }
+    if let Some(max) = config.grants_overall {
+        if shared.store.increment_counter("grants:*", window, now).await? > max {
+            return Err(refuse("on this server"));
+        }
+    }
+    Ok(())
 }
 
 async fn handle<S, B>(shared: &Shared<S>, req: Request<B>) -> Result<Response<OAuthBody>, OAuthError>
@@ -99,6 +127,7 @@ where
     };
 
     let now = shared.clock.now();
+    admit(shared, client.id().as_str(), now).await?;
     let device_code = config.device_codes.generate();
     let mut user_code = None;
     for _ in 0..USER_CODE_ATTEMPTS {

@@ -469,15 +469,22 @@ impl Store for MemoryStore {
             .inner
             .counters
             .lock_for_write(self.counter_shard(key), now);
-        let entry = shard
-            .map
-            .entry(Box::from(key))
-            .or_insert(Counter(0, now.saturating_add(window)));
-        if entry.1 <= now {
-            *entry = Counter(0, now.saturating_add(window));
+        // Look up before inserting so the hot path allocates no key.
+        let fresh = Counter(1, now.saturating_add(window));
+        match shard.map.get_mut(key) {
+            Some(c) if c.1 > now => {
+                c.0 += 1;
+                Ok(c.0)
+            }
+            Some(c) => {
+                *c = fresh;
+                Ok(1)
+            }
+            None => {
+                shard.map.insert(Box::from(key), fresh);
+                Ok(1)
+            }
         }
-        entry.0 += 1;
-        Ok(entry.0)
     }
 
     async fn counter(&self, key: &str, now: Timestamp) -> StoreResult<u64> {
