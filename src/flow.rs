@@ -158,7 +158,7 @@ impl<S: Store> DeviceFlow<S> {
                 window: Duration::from_secs(15 * 60),
             },
             overall_attempts: Some(AttemptLimit {
-                max: 10_000,
+                max: 1_000,
                 window: Duration::from_secs(15 * 60),
             }),
             realm: "api".into(),
@@ -392,7 +392,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
-    /// Failed user-code entries allowed across all end users (default 10 000 per 15 minutes;
+    /// Failed user-code entries allowed across all end users (default 1 000 per 15 minutes;
     /// `None` for no overall limit).
     pub fn failed_attempts_overall(mut self, limit: Option<AttemptLimit>) -> Self {
         self.overall_attempts = limit;
