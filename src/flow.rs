@@ -10,7 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::codes::{DeviceCodeGenerator, RandomDeviceCode, UserCodeFormat, UserCodeGenerator};
 use crate::device_authorization::DeviceAuthorization;
 use crate::endpoints::EndpointsLayer;
-use crate::form::DEFAULT_BODY_LIMIT;
+use crate::form::BodyLimits;
 use crate::introspection::Introspection;
 use crate::metadata::Metadata;
 use crate::revocation::Revocation;
@@ -73,7 +73,7 @@ pub(crate) struct Config {
     pub(crate) refresh_token_lifetime: Option<Duration>,
     pub(crate) device_authorization_auth: ClientAuthMethods,
     pub(crate) token_auth: ClientAuthMethods,
-    pub(crate) body_limit: usize,
+    pub(crate) body: BodyLimits,
     pub(crate) paths: Paths,
     pub(crate) end_user: Arc<dyn EndUserResolver>,
     pub(crate) page: Arc<dyn VerificationPage>,
@@ -149,7 +149,7 @@ impl<S: Store> DeviceFlow<S> {
             refresh_token_lifetime: Some(Duration::from_secs(30 * 24 * 3600)),
             device_authorization_auth: ClientAuthMethods::all(),
             token_auth: ClientAuthMethods::all(),
-            body_limit: DEFAULT_BODY_LIMIT,
+            body: BodyLimits::default(),
             paths: Paths::default(),
             end_user: Arc::new(FromExtensions),
             page: Arc::new(DefaultPage),
@@ -253,7 +253,7 @@ pub struct DeviceFlowBuilder<S> {
     refresh_token_lifetime: Option<Duration>,
     device_authorization_auth: ClientAuthMethods,
     token_auth: ClientAuthMethods,
-    body_limit: usize,
+    body: BodyLimits,
     paths: Paths,
     end_user: Arc<dyn EndUserResolver>,
     page: Arc<dyn VerificationPage>,
@@ -362,7 +362,14 @@ impl<S: Store> DeviceFlowBuilder<S> {
 
     /// Largest accepted request body (default 16 KiB).
     pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.body_limit = bytes;
+        self.body.max_bytes = bytes;
+        self
+    }
+
+    /// Time allowed to receive a request body (default 10 s; `None` for no limit). Applied
+    /// with the Tokio timer when the services run on a Tokio runtime.
+    pub fn body_read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.body.read_timeout = timeout;
         self
     }
 
@@ -448,7 +455,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     refresh_token_lifetime: self.refresh_token_lifetime,
                     device_authorization_auth: self.device_authorization_auth,
                     token_auth: self.token_auth,
-                    body_limit: self.body_limit,
+                    body: self.body,
                     paths: self.paths,
                     end_user: self.end_user,
                     page: self.page,

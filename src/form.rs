@@ -5,6 +5,8 @@
 //! silently replaced. Bounded everywhere: the body is read through a length limit while it
 //! streams in, so a huge body is refused without being buffered.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode};
@@ -15,6 +17,28 @@ use crate::error::OAuthError;
 
 /// The default request body limit: 16 KiB, far above any legitimate OAuth request.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
+
+/// The default time allowed to receive a whole request body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of a request body is read, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Largest accepted body in bytes; larger ones are refused with 413 while streaming.
+    pub max_bytes: usize,
+    /// Time allowed to receive the whole body (408 past it), so a slow client cannot hold a
+    /// request open. Needs the Tokio timer; without a Tokio runtime no timeout is applied.
+    pub read_timeout: Option<Duration>,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            max_bytes: DEFAULT_BODY_LIMIT,
+            read_timeout: Some(DEFAULT_BODY_TIMEOUT),
+        }
+    }
+}
 
 /// A parsed form: name/value pairs in arrival order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -117,13 +141,32 @@ pub(crate) fn check_form_post(method: &Method, headers: &HeaderMap) -> Result<()
     Ok(())
 }
 
-/// Reads a whole body, refusing it with 413 once it passes `limit` bytes (while streaming, and
-/// at once when `Content-Length` already says so).
+/// Reads a whole body, refusing it with 413 once it passes the byte limit (while streaming, and
+/// at once when `Content-Length` already says so) and with 408 once the read timeout passes.
 pub(crate) async fn read_body<B>(
     headers: &HeaderMap,
     body: B,
-    limit: usize,
+    limits: &BodyLimits,
 ) -> Result<Bytes, OAuthError>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let read = read_limited(headers, body, limits.max_bytes);
+    match limits.read_timeout {
+        Some(t) if tokio::runtime::Handle::try_current().is_ok() => tokio::time::timeout(t, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(
+                    OAuthError::invalid_request("the request body was not received in time")
+                        .with_status(StatusCode::REQUEST_TIMEOUT),
+                )
+            }),
+        _ => read.await,
+    }
+}
+
+async fn read_limited<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, OAuthError>
 where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -151,7 +194,7 @@ where
 /// Checks method and content type, reads the bounded body and parses it.
 pub(crate) async fn read_form<B>(
     req: Request<B>,
-    limit: usize,
+    limits: &BodyLimits,
 ) -> Result<(http::request::Parts, Form), OAuthError>
 where
     B: Body,
@@ -159,7 +202,7 @@ where
 {
     check_form_post(req.method(), req.headers())?;
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, limit).await?;
+    let bytes = read_body(&parts.headers, body, limits).await?;
     Ok((parts, Form::parse(&bytes)?))
 }
 
@@ -216,16 +259,47 @@ mod tests {
         assert!(check_form_post(&Method::POST, &HeaderMap::new()).is_err());
     }
 
+    fn limits(max_bytes: usize) -> BodyLimits {
+        BodyLimits {
+            max_bytes,
+            ..BodyLimits::default()
+        }
+    }
+
     #[tokio::test]
     async fn body_limit_is_413() {
         let body = Full::new(Bytes::from(vec![b'a'; 100]));
-        let e = read_body(&HeaderMap::new(), body, 99).await.unwrap_err();
+        let e = read_body(&HeaderMap::new(), body, &limits(99)).await.unwrap_err();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let body = Full::new(Bytes::from(vec![b'a'; 99]));
-        assert_eq!(read_body(&HeaderMap::new(), body, 99).await.unwrap().len(), 99);
+        assert_eq!(read_body(&HeaderMap::new(), body, &limits(99)).await.unwrap().len(), 99);
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, "1000000000".parse().unwrap());
-        let e = read_body(&h, Full::new(Bytes::new()), 99).await.unwrap_err();
+        let e = read_body(&h, Full::new(Bytes::new()), &limits(99)).await.unwrap_err();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A body that never finishes.
+    struct Stalled;
+
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_body_is_408() {
+        // The paused Tokio clock auto-advances to the timeout: no real waiting.
+        let e = read_body(&HeaderMap::new(), Stalled, &BodyLimits::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(e.code(), ErrorCode::InvalidRequest);
     }
 }

@@ -49,7 +49,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, form) = read_form(req, shared.config.body_limit).await?;
+    let (parts, form) = read_form(req, &shared.config.body).await?;
     let client = authenticate(&shared.store, &parts.headers, &form, shared.config.token_auth).await?;
     if !client.is_confidential() {
         return Err(OAuthError::invalid_client(

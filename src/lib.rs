@@ -95,6 +95,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+#[cfg(feature = "axum")] pub mod axum;
 pub mod bearer;
 pub mod client_auth;
 pub mod clock;
@@ -125,6 +126,7 @@ pub use device_authorization::DeviceAuthorization;
 pub use endpoints::{Endpoints, EndpointsLayer};
 pub use error::{ErrorCode, OAuthError};
 pub use flow::{AttemptLimit, DeviceFlow, DeviceFlowBuilder, Paths};
+pub use form::BodyLimits;
 pub use grant::{DeviceGrant, GrantStatus};
 pub use introspection::Introspection;
 pub use metadata::Metadata;

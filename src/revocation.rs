@@ -30,7 +30,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, form) = read_form(req, shared.config.body_limit).await?;
+    let (parts, form) = read_form(req, &shared.config.body).await?;
     let client = authenticate(&shared.store, &parts.headers, &form, shared.config.token_auth).await?;
     let digest = Digest::of(form.require("token")?.as_bytes());
     // The hint only orders the search (RFC 7009 2.1); an unknown hint is ignored.

@@ -101,7 +101,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let config = &shared.config;
-    let (parts, form) = read_form(req, config.body_limit).await?;
+    let (parts, form) = read_form(req, &config.body).await?;
     let client = authenticate(
         &shared.store,
         &parts.headers,

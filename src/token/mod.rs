@@ -70,7 +70,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, form) = read_form(req, shared.config.body_limit).await?;
+    let (parts, form) = read_form(req, &shared.config.body).await?;
     let grant_type = form.require("grant_type")?;
     if grant_type != DEVICE_CODE_GRANT_TYPE && grant_type != REFRESH_TOKEN_GRANT_TYPE {
         return Err(OAuthError::new(

@@ -240,7 +240,7 @@ where
                     "This form can only be submitted from this site.",
                 ));
             }
-            let bytes = read_body(&parts.headers, body, config.body_limit)
+            let bytes = read_body(&parts.headers, body, &config.body)
                 .await
                 .map_err(|e| {
                     Problem::new(e.status(), "invalid_request", "The form could not be read.")
