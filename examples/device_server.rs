@@ -132,30 +132,34 @@ async fn main() {
         .require_oauth("profile")
         .layer(service_fn(|req: Request<Incoming>| async move {
             let body = match token_of(&req) {
-                Some(t) => serde_json::json!({"sub": t.subject.as_str(), "scope": t.scope.as_str()}),
+                Some(t) => {
+                    serde_json::json!({"sub": t.subject.as_str(), "scope": t.scope.as_str()})
+                }
                 None => serde_json::json!({}),
             };
             Ok::<_, Infallible>(json(StatusCode::OK, body))
         }));
-    let email = flow
-        .require_oauth("email")
-        .layer(service_fn(|req: Request<Incoming>| async move {
-            let body = match token_of(&req) {
-                Some(t) => serde_json::json!({
-                    "sub": t.subject.as_str(),
-                    "email": format!("{}@example.com", t.subject),
-                }),
-                None => serde_json::json!({}),
-            };
-            Ok::<_, Infallible>(json(StatusCode::OK, body))
-        }));
+    let email =
+        flow.require_oauth("email")
+            .layer(service_fn(|req: Request<Incoming>| async move {
+                let body = match token_of(&req) {
+                    Some(t) => serde_json::json!({
+                        "sub": t.subject.as_str(),
+                        "email": format!("{}@example.com", t.subject),
+                    }),
+                    None => serde_json::json!({}),
+                };
+                Ok::<_, Infallible>(json(StatusCode::OK, body))
+            }));
     let api = service_fn(move |req: Request<Incoming>| {
         let (me, email) = (me.clone(), email.clone());
         async move {
             let res = match req.uri().path() {
                 "/api/me" => me.oneshot(req).await?.map(Either::Left),
                 "/api/email" => email.oneshot(req).await?.map(Either::Left),
-                "/api/public" => json(StatusCode::OK, serde_json::json!({"ok": true})).map(Either::Right),
+                "/api/public" => {
+                    json(StatusCode::OK, serde_json::json!({"ok": true})).map(Either::Right)
+                }
                 _ => json(
                     StatusCode::NOT_FOUND,
                     serde_json::json!({"error": "not_found"}),

@@ -196,8 +196,13 @@ pub(crate) fn presented(
             secret: None,
         }
     };
-    if !methods.allows(p.method) && !(p.secret.is_none() && methods.allows(ClientAuthMethod::None))
-    {
+    // Basic with an empty password is a public client naming itself: judged as `none`.
+    let effective = if p.secret.is_none() {
+        ClientAuthMethod::None
+    } else {
+        p.method
+    };
+    if !methods.allows(effective) {
         return Err(OAuthError::invalid_client(format!(
             "client authentication method {} is not accepted here",
             p.method.as_str()
@@ -252,7 +257,13 @@ mod tests {
 
     #[test]
     fn malformed_basic_is_invalid_client() {
-        for v in ["Basic", "Basic !!!", "Bearer abc", "Basic Zm9v", "Basic OnNlY3JldA=="] {
+        for v in [
+            "Basic",
+            "Basic !!!",
+            "Bearer abc",
+            "Basic Zm9v",
+            "Basic OnNlY3JldA==",
+        ] {
             assert_eq!(
                 parse_basic(v.as_bytes()).unwrap_err().code(),
                 ErrorCode::InvalidClient,
@@ -266,7 +277,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, basic("a", "b").parse().unwrap());
         let form = Form::parse(b"client_id=a&client_secret=b").unwrap();
-        let e = presented(&h, &form, ClientAuthMethods::all()).err().unwrap();
+        let e = presented(&h, &form, ClientAuthMethods::all())
+            .err()
+            .unwrap();
         assert_eq!(e.code(), ErrorCode::InvalidRequest);
     }
 
@@ -286,7 +299,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, basic("a", "b").parse().unwrap());
         let form = Form::parse(b"client_id=other").unwrap();
-        let e = presented(&h, &form, ClientAuthMethods::all()).err().unwrap();
+        let e = presented(&h, &form, ClientAuthMethods::all())
+            .err()
+            .unwrap();
         assert_eq!(e.code(), ErrorCode::InvalidClient);
     }
 }

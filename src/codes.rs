@@ -227,7 +227,11 @@ impl UserCodeFormat {
     /// display group size (0 for no grouping). Returns `None` for an alphabet with fewer than two
     /// distinct characters, a character that is not an ASCII upper-case letter or digit, or a
     /// length of zero.
-    pub fn new(alphabet: impl Into<Cow<'static, str>>, length: usize, group: usize) -> Option<Self> {
+    pub fn new(
+        alphabet: impl Into<Cow<'static, str>>,
+        length: usize,
+        group: usize,
+    ) -> Option<Self> {
         let alphabet = alphabet.into();
         let mut seen = [false; 128];
         for b in alphabet.bytes() {
@@ -356,7 +360,11 @@ mod tests {
     #[test]
     fn debug_never_prints_secrets() {
         let t = AccessToken::generate();
-        let printed = format!("{t:?} {:?} {:?}", RefreshToken::generate(), DeviceCode::generate());
+        let printed = format!(
+            "{t:?} {:?} {:?}",
+            RefreshToken::generate(),
+            DeviceCode::generate()
+        );
         assert!(!printed.contains(t.expose()));
         assert!(printed.contains("<redacted>"));
         let code = UserCodeFormat::default().generate();
@@ -400,7 +408,9 @@ mod tests {
     #[test]
     fn user_codes_rarely_repeat() {
         let f = UserCodeFormat::default();
-        let set: HashSet<String> = (0..1000).map(|_| f.generate().expose().to_owned()).collect();
+        let set: HashSet<String> = (0..1000)
+            .map(|_| f.generate().expose().to_owned())
+            .collect();
         assert!(set.len() >= 999);
     }
 
@@ -411,7 +421,14 @@ mod tests {
         for input in ["wdjb-mjht", " WdJb MjHt ", "W-D-J-B-M-J-H-T", "wdjb\tmjht"] {
             assert_eq!(f.normalize(input).as_ref(), Some(&expected), "{input:?}");
         }
-        for input in ["", "WDJBMJH", "WDJBMJHTX", "WDJB-MJHA", "WDJB_MJHT", "ẀDJBMJHT"] {
+        for input in [
+            "",
+            "WDJBMJH",
+            "WDJBMJHTX",
+            "WDJB-MJHA",
+            "WDJB_MJHT",
+            "ẀDJBMJHT",
+        ] {
             assert!(f.normalize(input).is_none(), "{input:?}");
         }
         assert!(f.normalize(&"-".repeat(10_000)).is_none());

@@ -187,9 +187,9 @@ where
                     Err(never) => match never {},
                 }
             }),
-            EndpointsFutureProj::Inner { future } => {
-                future.poll(cx).map(|r| r.map(|res| res.map(ResponseBody::inner)))
-            }
+            EndpointsFutureProj::Inner { future } => future
+                .poll(cx)
+                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
         }
     }
 }

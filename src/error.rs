@@ -224,7 +224,11 @@ pub(crate) fn log_rejection(e: &OAuthError) {
             tracing::debug!(error = e.code().as_str(), "poll answered")
         }
         ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable => {
-            tracing::error!(error = e.code().as_str(), description = e.description(), "request failed")
+            tracing::error!(
+                error = e.code().as_str(),
+                description = e.description(),
+                "request failed"
+            )
         }
         _ => tracing::info!(
             error = e.code().as_str(),

@@ -17,7 +17,9 @@ use crate::revocation::Revocation;
 use crate::scope::Scope;
 use crate::store::Store;
 use crate::token::TokenEndpoint;
-use crate::verification::{DefaultPage, EndUserResolver, FromExtensions, Verification, VerificationPage};
+use crate::verification::{
+    DefaultPage, EndUserResolver, FromExtensions, Verification, VerificationPage,
+};
 
 /// Where the endpoints are served by [`DeviceFlow::endpoints_layer`].
 #[derive(Clone, Debug, PartialEq, Eq)]

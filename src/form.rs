@@ -154,14 +154,14 @@ where
 {
     let read = read_limited(headers, body, limits.max_bytes);
     match limits.read_timeout {
-        Some(t) if tokio::runtime::Handle::try_current().is_ok() => tokio::time::timeout(t, read)
-            .await
-            .unwrap_or_else(|_| {
+        Some(t) if tokio::runtime::Handle::try_current().is_ok() => {
+            tokio::time::timeout(t, read).await.unwrap_or_else(|_| {
                 Err(
                     OAuthError::invalid_request("the request body was not received in time")
                         .with_status(StatusCode::REQUEST_TIMEOUT),
                 )
-            }),
+            })
+        }
         _ => read.await,
     }
 }
@@ -221,13 +221,19 @@ mod tests {
         assert_eq!(f.get("d").unwrap(), None);
         assert_eq!(f.get("e").unwrap(), Some("\u{e9}"));
         assert_eq!(f.get("zz").unwrap(), None);
-        assert_eq!(f.require("c").unwrap_err().code(), ErrorCode::InvalidRequest);
+        assert_eq!(
+            f.require("c").unwrap_err().code(),
+            ErrorCode::InvalidRequest
+        );
     }
 
     #[test]
     fn repeated_parameters_are_invalid_request() {
         let f = Form::parse(b"scope=a&scope=b").unwrap();
-        assert_eq!(f.get("scope").unwrap_err().code(), ErrorCode::InvalidRequest);
+        assert_eq!(
+            f.get("scope").unwrap_err().code(),
+            ErrorCode::InvalidRequest
+        );
     }
 
     #[test]
@@ -246,7 +252,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONTENT_TYPE,
-            "Application/X-WWW-Form-Urlencoded; charset=UTF-8".parse().unwrap(),
+            "Application/X-WWW-Form-Urlencoded; charset=UTF-8"
+                .parse()
+                .unwrap(),
         );
         assert!(check_form_post(&Method::POST, &h).is_ok());
         let e = check_form_post(&Method::GET, &h).unwrap_err();
@@ -269,13 +277,23 @@ mod tests {
     #[tokio::test]
     async fn body_limit_is_413() {
         let body = Full::new(Bytes::from(vec![b'a'; 100]));
-        let e = read_body(&HeaderMap::new(), body, &limits(99)).await.unwrap_err();
+        let e = read_body(&HeaderMap::new(), body, &limits(99))
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let body = Full::new(Bytes::from(vec![b'a'; 99]));
-        assert_eq!(read_body(&HeaderMap::new(), body, &limits(99)).await.unwrap().len(), 99);
+        assert_eq!(
+            read_body(&HeaderMap::new(), body, &limits(99))
+                .await
+                .unwrap()
+                .len(),
+            99
+        );
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, "1000000000".parse().unwrap());
-        let e = read_body(&h, Full::new(Bytes::new()), &limits(99)).await.unwrap_err();
+        let e = read_body(&h, Full::new(Bytes::new()), &limits(99))
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 

@@ -258,7 +258,10 @@ mod tests {
         };
         assert_eq!(g.interval, 10);
         // 9 s later is fine under the old interval but too soon under the new one.
-        assert!(matches!(g.poll(&tv(), t(113)), PollOutcome::SlowDown { .. }));
+        assert!(matches!(
+            g.poll(&tv(), t(113)),
+            PollOutcome::SlowDown { .. }
+        ));
         assert!(matches!(
             g.poll(&tv(), t(114)),
             PollOutcome::Pending { next: Some(_) }
@@ -270,10 +273,7 @@ mod tests {
         let PollOutcome::Pending { next: Some(g) } = grant().poll(&tv(), t(101)) else {
             panic!()
         };
-        assert!(matches!(
-            g.poll(&tv(), t(106)),
-            PollOutcome::Pending { .. }
-        ));
+        assert!(matches!(g.poll(&tv(), t(106)), PollOutcome::Pending { .. }));
     }
 
     #[test]

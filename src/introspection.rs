@@ -43,14 +43,23 @@ struct IntrospectionResponse<'a> {
     iss: Option<&'a str>,
 }
 
-async fn handle<S, B>(shared: &Shared<S>, req: Request<B>) -> Result<Response<OAuthBody>, OAuthError>
+async fn handle<S, B>(
+    shared: &Shared<S>,
+    req: Request<B>,
+) -> Result<Response<OAuthBody>, OAuthError>
 where
     S: Store,
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, form) = read_form(req, &shared.config.body).await?;
-    let client = authenticate(&shared.store, &parts.headers, &form, shared.config.token_auth).await?;
+    let client = authenticate(
+        &shared.store,
+        &parts.headers,
+        &form,
+        shared.config.token_auth,
+    )
+    .await?;
     if !client.is_confidential() {
         return Err(OAuthError::invalid_client(
             "introspection requires a confidential client",
@@ -66,12 +75,18 @@ where
     let mut refresh = None;
     for is_refresh in [refresh_first, !refresh_first] {
         if is_refresh {
-            refresh = store.refresh_token(&digest, now).await?.filter(|r| !r.is_expired(now));
+            refresh = store
+                .refresh_token(&digest, now)
+                .await?
+                .filter(|r| !r.is_expired(now));
             if refresh.is_some() {
                 break;
             }
         } else {
-            access = store.access_token(&digest, now).await?.filter(|t| !t.is_expired(now));
+            access = store
+                .access_token(&digest, now)
+                .await?
+                .filter(|t| !t.is_expired(now));
             if access.is_some() {
                 break;
             }

@@ -95,7 +95,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
-#[cfg(feature = "axum")] pub mod axum;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod bearer;
 pub mod client_auth;
 pub mod clock;
@@ -119,8 +120,8 @@ pub use bearer::{RequireOAuth, RequireOAuthLayer, ScopeRequirement};
 pub use client_auth::{ClientAuthMethod, ClientAuthMethods};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use codes::{
-    AccessToken, DeviceCode, DeviceCodeGenerator, Digest, RandomDeviceCode, RefreshToken,
-    UserCode, UserCodeFormat, UserCodeGenerator,
+    AccessToken, DeviceCode, DeviceCodeGenerator, Digest, RandomDeviceCode, RefreshToken, UserCode,
+    UserCodeFormat, UserCodeGenerator,
 };
 pub use device_authorization::DeviceAuthorization;
 pub use endpoints::{Endpoints, EndpointsLayer};

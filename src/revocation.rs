@@ -24,14 +24,23 @@ endpoint_service!(
     handle
 );
 
-async fn handle<S, B>(shared: &Shared<S>, req: Request<B>) -> Result<Response<OAuthBody>, OAuthError>
+async fn handle<S, B>(
+    shared: &Shared<S>,
+    req: Request<B>,
+) -> Result<Response<OAuthBody>, OAuthError>
 where
     S: Store,
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, form) = read_form(req, &shared.config.body).await?;
-    let client = authenticate(&shared.store, &parts.headers, &form, shared.config.token_auth).await?;
+    let client = authenticate(
+        &shared.store,
+        &parts.headers,
+        &form,
+        shared.config.token_auth,
+    )
+    .await?;
     let digest = Digest::of(form.require("token")?.as_bytes());
     // The hint only orders the search (RFC 7009 2.1); an unknown hint is ignored.
     let refresh_first = form.get("token_type_hint")? == Some("refresh_token");
@@ -50,7 +59,11 @@ where
                     return Err(not_yours());
                 }
                 store.revoke_refresh_token(&digest).await?;
-                tracing::info!(client_id = client.id().as_str(), kind = "refresh_token", "token revoked");
+                tracing::info!(
+                    client_id = client.id().as_str(),
+                    kind = "refresh_token",
+                    "token revoked"
+                );
                 break;
             }
         } else if let Some(info) = store.access_token(&digest, now).await? {
@@ -58,7 +71,11 @@ where
                 return Err(not_yours());
             }
             store.revoke_access_token(&digest).await?;
-            tracing::info!(client_id = client.id().as_str(), kind = "access_token", "token revoked");
+            tracing::info!(
+                client_id = client.id().as_str(),
+                kind = "access_token",
+                "token revoked"
+            );
             break;
         }
     }

@@ -100,13 +100,22 @@ struct Refusal {
 }
 
 impl Refusal {
-    fn new(realm: &str, code: ErrorCode, status: StatusCode, description: &str, extra: &str) -> Self {
+    fn new(
+        realm: &str,
+        code: ErrorCode,
+        status: StatusCode,
+        description: &str,
+        extra: &str,
+    ) -> Self {
         let challenge = match code {
             // RFC 6750 3.1: with no authentication information, no error attributes.
             _ if status == StatusCode::UNAUTHORIZED && extra == "missing" => {
                 format!("Bearer realm=\"{realm}\"")
             }
-            _ => format!("Bearer realm=\"{realm}\", error=\"{}\"{extra}", code.as_str()),
+            _ => format!(
+                "Bearer realm=\"{realm}\", error=\"{}\"{extra}",
+                code.as_str()
+            ),
         };
         Refusal {
             status,
@@ -150,7 +159,8 @@ impl Refusal {
             json_response(self.status, self.body.clone())
         };
         if let Some(c) = &self.challenge {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, c.clone());
         }
         if self.code == ErrorCode::TemporarilyUnavailable {
             res.headers_mut()
@@ -215,7 +225,11 @@ impl Guard {
     }
 
     /// The verdict on a looked-up token.
-    fn check(&self, token: Option<TokenInfo>, now: crate::Timestamp) -> Result<TokenInfo, &Refusal> {
+    fn check(
+        &self,
+        token: Option<TokenInfo>,
+        now: crate::Timestamp,
+    ) -> Result<TokenInfo, &Refusal> {
         match token {
             None => Err(&self.invalid),
             Some(t) if t.is_expired(now) => Err(&self.expired),
@@ -352,7 +366,9 @@ where
         let grpc = is_grpc(req.headers());
         let digest = match bearer_token(req.headers()) {
             Ok(token) => AccessToken::new(token).digest(),
-            Err(NoToken::Missing) => return ResponseFuture::refuse(self.guard.missing.response(grpc)),
+            Err(NoToken::Missing) => {
+                return ResponseFuture::refuse(self.guard.missing.response(grpc))
+            }
             Err(NoToken::Malformed) => {
                 return ResponseFuture::refuse(self.guard.malformed.response(grpc))
             }
@@ -379,11 +395,27 @@ mod tests {
 
     #[test]
     fn parses_bearer_tokens() {
-        assert!(matches!(bearer_token(&headers("Bearer abc-._~+/==")), Ok("abc-._~+/==")));
+        assert!(matches!(
+            bearer_token(&headers("Bearer abc-._~+/==")),
+            Ok("abc-._~+/==")
+        ));
         assert!(matches!(bearer_token(&headers("bearer abc")), Ok("abc")));
-        assert!(matches!(bearer_token(&HeaderMap::new()), Err(NoToken::Missing)));
-        assert!(matches!(bearer_token(&headers("Basic YTpi")), Err(NoToken::Missing)));
-        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer ===", "Bearer a=b", "Bearer ä"] {
+        assert!(matches!(
+            bearer_token(&HeaderMap::new()),
+            Err(NoToken::Missing)
+        ));
+        assert!(matches!(
+            bearer_token(&headers("Basic YTpi")),
+            Err(NoToken::Missing)
+        ));
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer ===",
+            "Bearer a=b",
+            "Bearer ä",
+        ] {
             let h = match bad.parse::<HeaderValue>() {
                 Ok(v) => {
                     let mut h = HeaderMap::new();
@@ -410,7 +442,10 @@ mod tests {
 
     #[test]
     fn challenges() {
-        let g = Guard::new("api", ScopeRequirement::AllOf(Scope::parse("email").unwrap()));
+        let g = Guard::new(
+            "api",
+            ScopeRequirement::AllOf(Scope::parse("email").unwrap()),
+        );
         let r = g.insufficient.response(false);
         assert_eq!(r.status(), 403);
         assert_eq!(
@@ -424,6 +459,9 @@ mod tests {
             r.headers()[header::WWW_AUTHENTICATE],
             "Bearer realm=\"api\", error=\"invalid_token\""
         );
-        assert_eq!(g.missing.response(false).headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"api\"");
+        assert_eq!(
+            g.missing.response(false).headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"api\""
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The device authorization endpoint (RFC 8628 3.1-3.2).
 //!
 //! The device POSTs its `client_id` (and secret, if confidential) and an optional `scope`; the
-//! endpoint creates a pending [`DeviceGrant`](crate::grant::DeviceGrant) and answers with the
+//! endpoint creates a pending [`DeviceGrant`] and answers with the
 //! `device_code` the device polls with and the `user_code` the end user enters.
 //!
 //! ```
@@ -29,7 +29,6 @@
 //! assert_eq!(body["interval"], 5);
 //! # }
 //! ```
-
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -68,7 +67,11 @@ struct DeviceAuthorizationResponse<'a> {
 }
 
 /// Counts the new grant against the per-client and overall caps, refusing it past either.
-async fn admit<S: Store>(shared: &Shared<S>, client_id: &str, now: Timestamp) -> Result<(), OAuthError> {
+async fn admit<S: Store>(
+    shared: &Shared<S>,
+    client_id: &str,
+    now: Timestamp,
+) -> Result<(), OAuthError> {
     let config = &shared.config;
     let window = config.expires_in;
     let refuse = |what: &'static str| {
@@ -87,14 +90,22 @@ async fn admit<S: Store>(shared: &Shared<S>, client_id: &str, now: Timestamp) ->
         }
     }
     if let Some(max) = config.grants_overall {
-        if shared.store.increment_counter("grants:*", window, now).await? > max {
+        if shared
+            .store
+            .increment_counter("grants:*", window, now)
+            .await?
+            > max
+        {
             return Err(refuse("on this server"));
         }
     }
     Ok(())
 }
 
-async fn handle<S, B>(shared: &Shared<S>, req: Request<B>) -> Result<Response<OAuthBody>, OAuthError>
+async fn handle<S, B>(
+    shared: &Shared<S>,
+    req: Request<B>,
+) -> Result<Response<OAuthBody>, OAuthError>
 where
     S: Store,
     B: Body,
@@ -113,8 +124,8 @@ where
     // The scope is fixed here: later changes to the client never widen this grant.
     let scope = match form.get("scope")? {
         Some(s) => {
-            let requested = Scope::parse(s)
-                .map_err(|_| OAuthError::invalid_scope("malformed scope"))?;
+            let requested =
+                Scope::parse(s).map_err(|_| OAuthError::invalid_scope("malformed scope"))?;
             if !requested.is_subset_of(client.allowed_scope()) {
                 return Err(OAuthError::invalid_scope(format!(
                     "scope not allowed for this client; allowed: {}",
@@ -150,7 +161,10 @@ where
         }
     }
     let user_code = user_code.ok_or_else(|| {
-        OAuthError::new(ErrorCode::ServerError, "could not allocate a unique user code")
+        OAuthError::new(
+            ErrorCode::ServerError,
+            "could not allocate a unique user code",
+        )
     })?;
 
     tracing::info!(

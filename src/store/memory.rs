@@ -12,9 +12,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use super::{
-    Client, IssuedTokens, RefreshTokenRecord, Store, StoreResult, TokenInfo, Versioned,
-};
+use super::{Client, IssuedTokens, RefreshTokenRecord, Store, StoreResult, TokenInfo, Versioned};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::grant::DeviceGrant;
@@ -46,7 +44,6 @@ impl Hasher for DigestHasher {
         self.0 = n;
     }
 }
-
 
 /// Records that know when they may be dropped.
 trait Expiring {
@@ -304,7 +301,10 @@ impl Store for MemoryStore {
         let user_code = grant.user_code;
         {
             // Claim the user code first: it is the key that can collide.
-            let mut index = self.inner.user_codes.lock_for_write(shard_of(&user_code), now);
+            let mut index = self
+                .inner
+                .user_codes
+                .lock_for_write(shard_of(&user_code), now);
             if index
                 .map
                 .get(&user_code)
@@ -316,7 +316,10 @@ impl Store for MemoryStore {
                 .map
                 .insert(user_code, IndexEntry(device_code, drop_after));
         }
-        let mut grants = self.inner.grants.lock_for_write(shard_of(&device_code), now);
+        let mut grants = self
+            .inner
+            .grants
+            .lock_for_write(shard_of(&device_code), now);
         if grants
             .map
             .get(&device_code)
@@ -396,7 +399,11 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn access_token(&self, token: &Digest, _now: Timestamp) -> StoreResult<Option<TokenInfo>> {
+    async fn access_token(
+        &self,
+        token: &Digest,
+        _now: Timestamp,
+    ) -> StoreResult<Option<TokenInfo>> {
         let access = self.inner.access.lock(shard_of(token));
         Ok(access.map.get(token).cloned())
     }
@@ -489,10 +496,6 @@ impl Store for MemoryStore {
 
     async fn counter(&self, key: &str, now: Timestamp) -> StoreResult<u64> {
         let shard = self.inner.counters.lock(self.counter_shard(key));
-        Ok(shard
-            .map
-            .get(key)
-            .filter(|c| c.1 > now)
-            .map_or(0, |c| c.0))
+        Ok(shard.map.get(key).filter(|c| c.1 > now).map_or(0, |c| c.0))
     }
 }

@@ -30,7 +30,6 @@
 //! # }
 //! ```
 
-
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -45,9 +44,7 @@ use crate::form::{read_form, Form};
 use crate::grant::PollOutcome;
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::Scope;
-use crate::store::{
-    Client, ClientId, IssuedTokens, RefreshTokenRecord, Store, Subject, TokenInfo,
-};
+use crate::store::{Client, ClientId, IssuedTokens, RefreshTokenRecord, Store, Subject, TokenInfo};
 
 /// The device code grant type (RFC 8628 3.4).
 pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -64,7 +61,10 @@ endpoint_service!(
     handle
 );
 
-async fn handle<S, B>(shared: &Shared<S>, req: Request<B>) -> Result<Response<OAuthBody>, OAuthError>
+async fn handle<S, B>(
+    shared: &Shared<S>,
+    req: Request<B>,
+) -> Result<Response<OAuthBody>, OAuthError>
 where
     S: Store,
     B: Body,
@@ -125,8 +125,7 @@ async fn device_code_grant<S: Store>(
                 subject,
                 scope,
             } => {
-                let (issued, response) =
-                    mint(&shared.config, client.id(), &subject, &scope, now)?;
+                let (issued, response) = mint(&shared.config, client.id(), &subject, &scope, now)?;
                 (next, Some(issued), Ok(response))
             }
         };
@@ -137,7 +136,10 @@ async fn device_code_grant<S: Store>(
             .await?
         {
             if issuing {
-                tracing::info!(client_id = client.id().as_str(), "device grant redeemed: tokens issued");
+                tracing::info!(
+                    client_id = client.id().as_str(),
+                    "device grant redeemed: tokens issued"
+                );
             }
             return answer;
         }
@@ -202,7 +204,9 @@ async fn refresh_token_grant<S: Store>(
         tracing::info!(client_id = client.id().as_str(), "tokens refreshed");
         Ok(response)
     } else {
-        Err(OAuthError::invalid_grant("the refresh_token was already used"))
+        Err(OAuthError::invalid_grant(
+            "the refresh_token was already used",
+        ))
     }
 }
 

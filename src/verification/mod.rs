@@ -49,7 +49,9 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-pub use page::{escape_html, DefaultPage, EndUserResolver, FromExtensions, PageView, VerificationPage};
+pub use page::{
+    escape_html, DefaultPage, EndUserResolver, FromExtensions, PageView, VerificationPage,
+};
 
 use crate::codes::Digest;
 use crate::flow::{AttemptLimit, Shared};
@@ -200,16 +202,14 @@ where
             // Look the code up only for a signed-in end user: anonymous lookups could not be
             // counted against anyone, and would make the page a guessing oracle.
             match config.end_user.end_user(&parts) {
-                Some(user) if !prefill.is_empty() => {
-                    match lookup(shared, &user, &prefill).await {
-                        Ok((_, grant)) => confirm(shared, &prefill, grant.record, user).await,
-                        Err(Refusal::Code(status, code, message)) => Ok(Outcome::EnterCode {
-                            prefill,
-                            error: Some((status, code, message)),
-                        }),
-                        Err(Refusal::Problem(p)) => Err(p),
-                    }
-                }
+                Some(user) if !prefill.is_empty() => match lookup(shared, &user, &prefill).await {
+                    Ok((_, grant)) => confirm(shared, &prefill, grant.record, user).await,
+                    Err(Refusal::Code(status, code, message)) => Ok(Outcome::EnterCode {
+                        prefill,
+                        error: Some((status, code, message)),
+                    }),
+                    Err(Refusal::Problem(p)) => Err(p),
+                },
                 _ => Ok(Outcome::EnterCode {
                     prefill,
                     error: None,
@@ -319,11 +319,18 @@ impl From<crate::store::StoreError> for Refusal {
 }
 
 fn failure_keys(user: &Subject) -> (String, &'static str) {
-    (format!("user-code-failures:{}", user.as_str()), "user-code-failures:*")
+    (
+        format!("user-code-failures:{}", user.as_str()),
+        "user-code-failures:*",
+    )
 }
 
 fn too_many(limit: &AttemptLimit) -> Refusal {
-    tracing::warn!(max = limit.max, window_secs = limit.window.as_secs(), "user-code guessing limit reached");
+    tracing::warn!(
+        max = limit.max,
+        window_secs = limit.window.as_secs(),
+        "user-code guessing limit reached"
+    );
     Refusal::Problem(Problem {
         retry_after: Some(limit.window.as_secs()),
         ..Problem::new(
@@ -496,7 +503,8 @@ fn render<S>(shared: &Shared<S>, outcome: Outcome, json: bool) -> Response<OAuth
         Outcome::EnterCode { prefill, error } => {
             let status = error.map_or(StatusCode::OK, |e| e.0);
             let view = serde_json::json!(match error {
-                Some((_, code, message)) => serde_json::json!({"error": code, "error_description": message}),
+                Some((_, code, message)) =>
+                    serde_json::json!({"error": code, "error_description": message}),
                 None => serde_json::json!({"status": "enter_code"}),
             });
             let html = config.page.render(&PageView::EnterCode {
@@ -540,7 +548,9 @@ fn render<S>(shared: &Shared<S>, outcome: Outcome, json: bool) -> Response<OAuth
         Outcome::Problem(p) => (
             p.status,
             serde_json::json!({"error": p.code, "error_description": p.message}),
-            config.page.render(&PageView::Problem { message: p.message }),
+            config
+                .page
+                .render(&PageView::Problem { message: p.message }),
             p.retry_after,
             p.challenge,
         ),

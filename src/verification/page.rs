@@ -171,7 +171,10 @@ impl VerificationPage for DefaultPage {
                 "<h1>Request denied</h1><p>The device was not given access.</p>".to_owned()
             }
             PageView::Problem { message } => {
-                format!("<h1>Connect a device</h1><p class=\"error\" role=\"alert\">{}</p>", escape_html(message))
+                format!(
+                    "<h1>Connect a device</h1><p class=\"error\" role=\"alert\">{}</p>",
+                    escape_html(message)
+                )
             }
         };
         format!(
@@ -213,7 +216,15 @@ mod tests {
             scope: &scope,
             end_user: "alice",
         });
-        for needle in ["Living room TV", "<code>email</code>", "<code>profile</code>", "alice", "WDJB-MJHT", "value=\"approve\"", "value=\"deny\""] {
+        for needle in [
+            "Living room TV",
+            "<code>email</code>",
+            "<code>profile</code>",
+            "alice",
+            "WDJB-MJHT",
+            "value=\"approve\"",
+            "value=\"deny\"",
+        ] {
             assert!(html.contains(needle), "{needle}");
         }
     }
