@@ -138,5 +138,7 @@ pub use store::{
     Client, ClientId, IssuedTokens, MemoryStore, RefreshTokenRecord, Store, StoreError,
     StoreResult, Subject, TokenInfo, Versioned,
 };
+#[cfg(feature = "redis")]
+pub use store::{RedisStore, RedisStoreBuilder};
 pub use token::TokenEndpoint;
 pub use verification::{EndUserResolver, Verification, VerificationPage};

@@ -120,7 +120,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Deletes an access token. Returns whether it existed.
-    fn revoke_access_token(&self, token: &Digest) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn revoke_access_token(&self, token: &Digest)
+        -> impl Future<Output = StoreResult<bool>> + Send;
 
     /// Deletes a refresh token and the access token issued with it. Returns whether it existed.
     fn revoke_refresh_token(
@@ -200,7 +201,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     ) -> impl Future<Output = StoreResult<bool>> + Send {
         (**self).rotate_refresh_token(old, issue, now)
     }
-    fn revoke_access_token(&self, token: &Digest) -> impl Future<Output = StoreResult<bool>> + Send {
+    fn revoke_access_token(
+        &self,
+        token: &Digest,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
         (**self).revoke_access_token(token)
     }
     fn revoke_refresh_token(

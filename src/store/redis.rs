@@ -1,110 +1,5 @@
-//! [`RedisStore`]: a [`Store`] on Redis, shared by every instance of a deployment.
-//!
-//! # Connecting
-//!
-//! ```no_run
-//! use tower_device_flow::{Client, RedisStore, Scope, Store, SystemClock, Clock};
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = RedisStore::builder()
-//!     .prefix("myapp-oauth")
-//!     .client(Client::public("tv-app", Scope::parse("profile email")?))
-//!     .connect("redis://127.0.0.1:6379")
-//!     .await?;
-//!
-//! // `store` is cheap to clone: hand a clone to every service and to the bearer layer.
-//! // Like any `Store`, it is driven by the crate's services; used directly it looks like this:
-//! assert!(store.client("tv-app").await?.is_some());
-//! let attempts = store
-//!     .increment_counter("verify:198.51.100.7", std::time::Duration::from_secs(60), SystemClock.now())
-//!     .await?;
-//! # let _ = attempts;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! [`RedisStore::connect`] (or [`RedisStoreBuilder::connect`]) opens a
-//! [`ConnectionManager`]: one multiplexed connection that every request shares (pipelined,
-//! no connection per request) and that reconnects by itself after a network failure. An
-//! application that already has a `ConnectionManager` passes it to [`RedisStore::new`]. Any
-//! other [`ConnectionLike`] connection works too through [`RedisStore::with_connection`], for
-//! example a Redis Cluster connection (`redis::cluster_async::ClusterConnection`, after enabling
-//! the `redis` crate's `cluster-async` feature in the application's own `Cargo.toml`).
-//!
-//! Clients are configuration, not state: they are registered in the process
-//! ([`RedisStoreBuilder::client`], [`RedisStore::add_client`]), so every instance must register
-//! the same clients.
-//!
-//! # Key layout
-//!
-//! Every key starts with the prefix (default `tdf`) in braces, a Redis Cluster *hash tag*. Codes
-//! and tokens appear only as the lower-case hex of their SHA-256 [`Digest`], never in plaintext.
-//!
-//! | Key                     | Type   | Fields / value                                           | Expires (`PEXPIREAT`)           |
-//! |-------------------------|--------|----------------------------------------------------------|---------------------------------|
-//! | `{tdf}:g:<device hex>`  | hash   | `v` version, `g` grant JSON, `x` retain-until (Unix ms)   | [`DeviceGrant::retain_until`]   |
-//! | `{tdf}:u:<user hex>`    | hash   | `d` device-code hex, `x` retain-until (Unix ms)           | the grant's retain-until        |
-//! | `{tdf}:a:<token hex>`   | string | [`TokenInfo`] JSON                                        | the token's `expires_at`        |
-//! | `{tdf}:r:<token hex>`   | string | [`RefreshTokenRecord`] JSON (names its access token)      | the token's `expires_at`        |
-//! | `{tdf}:c:<counter key>` | hash   | `n` count, `x` end of window (Unix ms)                    | end of window                   |
-//!
-//! Nothing outlives its flow: every key is written together with its expiry, in the same
-//! script, so no key is ever left without a TTL (not even if the process dies mid-request).
-//!
-//! # Redis Cluster: one slot per prefix
-//!
-//! A script may only touch keys of one hash slot. The keys one operation touches are unrelated
-//! random digests (a grant and its user code; an old refresh token, the access token it names,
-//! and the new pair), and the [`Store`] contract gives no way to derive one from another, so
-//! the only tag they can all share is the prefix. The consequence: all of one deployment's data
-//! lives in one slot, on one shard (and its replicas). That is cluster-*compatible* (no
-//! `CROSSSLOT` errors, scripts run on a cluster unchanged) but not cluster-*scaled*. It is the
-//! right trade-off here: a flow is a few hundred bytes and a handful of operations, and one
-//! Redis shard serves on the order of 100 000 operations a second. Deployments that must spread
-//! the load can run several stores with distinct prefixes (for example one per tenant), each
-//! landing on its own slot.
-//!
-//! Every script also *declares* every key it touches in `KEYS` (the refresh token's access token
-//! is read first, then passed in and verified by the script), as Redis requires for scripts
-//! and as cluster clients and proxies use for routing.
-//!
-//! # Consistency
-//!
-//! Every change of state is one Lua script (or one single command), which Redis runs atomically:
-//!
-//! * [`insert_grant`](Store::insert_grant): insert-if-absent on both the grant and its
-//!   user-code index, in one script; neither is written unless both are free.
-//! * [`replace_grant`](Store::replace_grant): compare-and-swap on the version, storing the
-//!   issued tokens in the same script. Of any number of racing polls, exactly one swap succeeds,
-//!   and tokens exist only for the poll that won.
-//! * [`rotate_refresh_token`](Store::rotate_refresh_token): take-once of the old refresh token
-//!   (deleting it and the access token it names) and storing of the new tokens, in one script.
-//! * [`revoke_refresh_token`](Store::revoke_refresh_token): deletes the refresh token and its
-//!   access token in one script; [`revoke_access_token`](Store::revoke_access_token) is one `DEL`.
-//! * [`increment_counter`](Store::increment_counter): increment, or start a new window and set
-//!   its expiry, in one script.
-//!
-//! No `WATCH`/`MULTI` is used, so the shared multiplexed connection is never tied up.
-//!
-//! **Retries.** A request whose reply is lost (a timeout, a dropped connection) is reported as
-//! [`StoreError::Unavailable`]; it may or may not have run. Neither this store nor the
-//! connection resends it. Retrying is safe anyway: a repeated `replace_grant` names a version
-//! that has already moved, so it fails and no second set of tokens is ever issued (the tokens of
-//! a swap whose reply was lost are never handed out, and expire with their TTL); a repeated
-//! rotation finds the old refresh token gone.
-//!
-//! **Time.** Expiry is decided by the `now` each method is given, exactly as in
-//! [`MemoryStore`](super::MemoryStore): a grant past its retain-until time or a counter past its
-//! window is treated as absent even while its key still exists. Redis TTLs, set from the same
-//! absolute timestamps, only reclaim the memory, so clocks of the application servers and of
-//! Redis should agree to within seconds (as NTP keeps them); a skew shortens or lengthens how
-//! long a key physically stays, not what the protocol decides.
-//!
-//! **Errors.** Connection failures, timeouts and a server that is loading, read-only or
-//! failing over map to [`StoreError::Unavailable`] (`503`); everything else (undecodable data,
-//! script errors, permissions) maps to [`StoreError::Backend`] (`500`).
-//!
-//! Requires Redis 4.0 or later (multi-field `HSET`); tested against Redis 7.
+//! [`RedisStore`]: a [`Store`] on Redis. The key layout, the consistency guarantees and an
+//! example are documented on the type (this module is private; the type is re-exported).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -125,12 +20,13 @@ use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::grant::DeviceGrant;
 
-/// The key prefix used unless [`RedisStoreBuilder::prefix`] names another.
-pub const DEFAULT_PREFIX: &str = "tdf";
-
 /// Expiry times are capped at the end of year 9999: a saturated [`Timestamp`] (`u64::MAX`) is
 /// not a valid `PEXPIREAT` argument, and Lua compares times as doubles, exact below 2^53.
 const MAX_EXPIRY_MS: u64 = 253_402_300_799_999;
+const _: () = assert!(
+    MAX_EXPIRY_MS < 1 << 53,
+    "Lua must represent every expiry exactly"
+);
 
 /// How often a take-once script is retried when the record it was given changed between the
 /// read and the script. Records are written once, so in practice this never loops.
@@ -334,10 +230,119 @@ struct Inner {
     clients: RwLock<HashMap<Box<str>, Client>>,
 }
 
-/// A [`Store`] on Redis. See the [module documentation](self) for the key layout and the
-/// consistency guarantees.
+/// A [`Store`] on Redis, shared by every instance of a deployment. Clones are cheap and share
+/// the connection, the scripts and the registered clients.
 ///
-/// Clones share the connection, the scripts and the registered clients.
+/// # Connecting
+///
+/// ```no_run
+/// use tower_device_flow::store::RedisStore;
+/// use tower_device_flow::{Client, Clock, Scope, Store, SystemClock};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::builder()
+///     .prefix("myapp-oauth")
+///     .client(Client::public("tv-app", Scope::parse("profile email")?))
+///     .connect("redis://127.0.0.1:6379")
+///     .await?;
+///
+/// // `store` is cheap to clone: hand a clone to every service and to the bearer layer.
+/// // Like any `Store`, it is driven by the crate's services; used directly it looks like this:
+/// assert!(store.client("tv-app").await?.is_some());
+/// let window = std::time::Duration::from_secs(60);
+/// let attempts = store
+///     .increment_counter("verify:198.51.100.7", window, SystemClock.now())
+///     .await?;
+/// # let _ = attempts;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`RedisStore::connect`] (or [`RedisStoreBuilder::connect`]) opens a
+/// [`ConnectionManager`]: one multiplexed connection that every request shares (pipelined,
+/// no connection per request) and that reconnects by itself after a network failure. An
+/// application that already has a `ConnectionManager` passes it to [`RedisStore::new`]. Any
+/// other [`ConnectionLike`] connection works too through [`RedisStore::with_connection`], for
+/// example a Redis Cluster connection (`redis::cluster_async::ClusterConnection`, after enabling
+/// the `redis` crate's `cluster-async` feature in the application's own `Cargo.toml`).
+///
+/// Clients are configuration, not state: they are registered in the process
+/// ([`RedisStoreBuilder::client`], [`RedisStore::add_client`]), so every instance must register
+/// the same clients.
+///
+/// # Key layout
+///
+/// Every key starts with the prefix (default `tdf`) in braces, a Redis Cluster *hash tag*. Codes
+/// and tokens appear only as the lower-case hex of their SHA-256 [`Digest`], never in plaintext.
+///
+/// | Key                     | Type   | Fields / value                                      | Expires at                    |
+/// |-------------------------|--------|-----------------------------------------------------|-------------------------------|
+/// | `{tdf}:g:<device hex>`  | hash   | `v` version, `g` grant JSON, `x` retain-until (ms)  | [`DeviceGrant::retain_until`] |
+/// | `{tdf}:u:<user hex>`    | hash   | `d` device-code hex, `x` retain-until (ms)          | the grant's retain-until      |
+/// | `{tdf}:a:<token hex>`   | string | [`TokenInfo`] JSON                                  | the token's `expires_at`      |
+/// | `{tdf}:r:<token hex>`   | string | [`RefreshTokenRecord`] JSON, names its access token | the token's `expires_at`      |
+/// | `{tdf}:c:<counter key>` | hash   | `n` count, `x` end of the window (ms)               | the end of the window         |
+///
+/// Times are Unix milliseconds; expiries are set with `PEXPIREAT` from the same timestamps.
+///
+/// Nothing outlives its flow: every key is written together with its expiry, in the same
+/// script, so no key is ever left without a TTL (not even if the process dies mid-request).
+///
+/// # Redis Cluster: one slot per prefix
+///
+/// A script may only touch keys of one hash slot. The keys one operation touches are unrelated
+/// random digests (a grant and its user code; an old refresh token, the access token it names,
+/// and the new pair), and the [`Store`] contract gives no way to derive one from another, so
+/// the only tag they can all share is the prefix. The consequence: all of one deployment's data
+/// lives in one slot, on one shard (and its replicas). That is cluster-*compatible* (no
+/// `CROSSSLOT` errors, scripts run on a cluster unchanged) but not cluster-*scaled*. It is the
+/// right trade-off here: a flow is a few hundred bytes and a handful of operations, while one
+/// Redis shard runs tens of thousands of such scripts a second. Deployments that must spread
+/// the load can run several stores with distinct prefixes (for example one per tenant), each
+/// landing on its own slot.
+///
+/// Every script also *declares* every key it touches in `KEYS` (the refresh token's access token
+/// is read first, then passed in and verified by the script), as Redis requires for scripts
+/// and as cluster clients and proxies use for routing.
+///
+/// # Consistency
+///
+/// Every change of state is one Lua script (or one single command), which Redis runs atomically:
+///
+/// * [`insert_grant`](Store::insert_grant): insert-if-absent on both the grant and its
+///   user-code index, in one script; neither is written unless both are free.
+/// * [`replace_grant`](Store::replace_grant): compare-and-swap on the version, storing the
+///   issued tokens in the same script. Of any number of racing polls, exactly one swap succeeds,
+///   and tokens exist only for the poll that won.
+/// * [`rotate_refresh_token`](Store::rotate_refresh_token): take-once of the old refresh token
+///   (deleting it and the access token it names) and storing of the new tokens, in one script.
+/// * [`revoke_refresh_token`](Store::revoke_refresh_token): deletes the refresh token and its
+///   access token in one script; [`revoke_access_token`](Store::revoke_access_token) is one `DEL`.
+/// * [`increment_counter`](Store::increment_counter): increment, or start a new window and set
+///   its expiry, in one script.
+///
+/// No `WATCH`/`MULTI` is used, so the shared multiplexed connection is never tied up.
+///
+/// **Retries.** A request whose reply is lost (a timeout, a dropped connection) is reported as
+/// [`StoreError::Unavailable`]; it may or may not have run. Neither this store nor the
+/// connection resends it. Retrying is safe anyway: a repeated `replace_grant` names a version
+/// that has already moved, so it fails and no second set of tokens is ever issued; a repeated
+/// rotation finds the old refresh token gone. The price of exactly-once: the tokens of a swap
+/// whose reply was lost are never handed out (they expire with their TTL), and the device's
+/// next poll hears `invalid_grant`, so its user starts over.
+///
+/// **Time.** Expiry is decided by the `now` each method is given, exactly as in
+/// [`MemoryStore`](super::MemoryStore): a grant past its retain-until time or a counter past its
+/// window is treated as absent even while its key still exists. Redis TTLs, set from the same
+/// absolute timestamps, only reclaim the memory, so clocks of the application servers and of
+/// Redis should agree to within seconds (as NTP keeps them); a skew shortens or lengthens how
+/// long a key physically stays, not what the protocol decides.
+///
+/// **Errors.** Connection failures, timeouts and a server that is loading, read-only or
+/// failing over map to [`StoreError::Unavailable`] (`503`); everything else (undecodable data,
+/// script errors, permissions) maps to [`StoreError::Backend`] (`500`).
+///
+/// Requires Redis 4.0 or later (multi-field `HSET`); tested against Redis 7.
 pub struct RedisStore<C = ConnectionManager> {
     conn: C,
     inner: Arc<Inner>,
@@ -365,7 +370,8 @@ impl<C> fmt::Debug for RedisStore<C> {
 /// ```no_run
 /// use std::time::Duration;
 /// use redis::aio::ConnectionManagerConfig;
-/// use tower_device_flow::{Client, RedisStore, Scope};
+/// use tower_device_flow::store::RedisStore;
+/// use tower_device_flow::{Client, Scope};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::builder()
@@ -388,9 +394,9 @@ pub struct RedisStoreBuilder {
 }
 
 impl RedisStoreBuilder {
-    /// Sets the key prefix (default [`DEFAULT_PREFIX`]). It must be non-empty and contain no
-    /// `{` or `}`, as it becomes the keys' hash tag. Stores with different prefixes share
-    /// nothing, so one Redis can serve several deployments.
+    /// Sets the key prefix (default [`RedisStore::DEFAULT_PREFIX`], `tdf`). It must be
+    /// non-empty and contain no `{` or `}`, as it becomes the keys' hash tag. Stores with
+    /// different prefixes share nothing, so one Redis can serve several deployments.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -436,16 +442,24 @@ impl RedisStoreBuilder {
     /// already uses (scripts are loaded on first use). Fails only for an invalid prefix.
     pub fn build<C>(self, conn: C) -> StoreResult<RedisStore<C>> {
         let keys = Keys::new(&self.prefix)?;
-        Ok(RedisStore::from_parts(conn, keys, Scripts::new(), self.clients))
+        Ok(RedisStore::from_parts(
+            conn,
+            keys,
+            Scripts::new(),
+            self.clients,
+        ))
     }
 }
 
 impl RedisStore<ConnectionManager> {
+    /// The key prefix used unless [`RedisStoreBuilder::prefix`] names another.
+    pub const DEFAULT_PREFIX: &'static str = "tdf";
+
     /// A builder with the default prefix, no clients and the `redis` crate's default
     /// connection settings.
     pub fn builder() -> RedisStoreBuilder {
         RedisStoreBuilder {
-            prefix: DEFAULT_PREFIX.to_owned(),
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
             clients: Vec::new(),
             config: ConnectionManagerConfig::new(),
         }
@@ -640,8 +654,9 @@ where
         if parse_u64(&retain_until, "user-code expiry")? <= now.as_unix_millis() {
             return Ok(None);
         }
-        let device_code = Digest::from_hex(&device_hex)
-            .ok_or_else(|| StoreError::Backend("malformed device-code digest in index".to_owned()))?;
+        let device_code = Digest::from_hex(&device_hex).ok_or_else(|| {
+            StoreError::Backend("malformed device-code digest in index".to_owned())
+        })?;
         Ok(self
             .grant(&device_code, now)
             .await?
@@ -822,7 +837,9 @@ fn script_bool(n: i64) -> StoreResult<bool> {
     match n {
         1 => Ok(true),
         0 => Ok(false),
-        other => Err(StoreError::Backend(format!("unexpected script result {other}"))),
+        other => Err(StoreError::Backend(format!(
+            "unexpected script result {other}"
+        ))),
     }
 }
 
@@ -852,5 +869,114 @@ fn store_error(e: RedisError) -> StoreError {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Backend(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_prefix_hash_tag() {
+        let keys = Keys::new("tdf").unwrap();
+        let d = Digest::of(b"secret");
+        let hex = d.to_hex();
+        assert_eq!(keys.grant(&d), format!("{{tdf}}:g:{hex}"));
+        assert_eq!(keys.user_code(&d), format!("{{tdf}}:u:{hex}"));
+        assert_eq!(keys.access(&d), format!("{{tdf}}:a:{hex}"));
+        assert_eq!(keys.refresh(&d), format!("{{tdf}}:r:{hex}"));
+        // Braces later in a key do not move the tag: Redis uses the first `{...}`.
+        assert_eq!(keys.counter("ip:{x}"), "{tdf}:c:ip:{x}");
+        assert_eq!(keys.prefix(), "tdf");
+    }
+
+    #[test]
+    fn prefixes_that_would_break_the_slot_are_refused() {
+        for bad in ["", "a{b", "a}b", "{tdf}"] {
+            assert!(
+                matches!(Keys::new(bad), Err(StoreError::Backend(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(Keys::new("my-app:prod").is_ok());
+    }
+
+    #[test]
+    fn expiries_are_capped_for_pexpireat() {
+        assert_eq!(expiry_ms(Timestamp::from_unix_millis(1_000)), 1_000);
+        assert_eq!(
+            expiry_ms(Timestamp::from_unix_millis(u64::MAX)),
+            MAX_EXPIRY_MS
+        );
+    }
+
+    #[test]
+    fn errors_are_sorted_into_unavailable_and_backend() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(matches!(store_error(io), StoreError::Unavailable(_)));
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(store_error(refused), StoreError::Unavailable(_)));
+        for kind in [
+            ServerErrorKind::ReadOnly,
+            ServerErrorKind::BusyLoading,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::TryAgain,
+        ] {
+            let e = RedisError::from((ErrorKind::Server(kind), "transient"));
+            assert!(
+                matches!(store_error(e), StoreError::Unavailable(_)),
+                "{kind:?}"
+            );
+        }
+        for kind in [
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            ErrorKind::Server(ServerErrorKind::NoPerm),
+            ErrorKind::UnexpectedReturnType,
+            ErrorKind::InvalidClientConfig,
+        ] {
+            let e = RedisError::from((kind, "broken"));
+            assert!(matches!(store_error(e), StoreError::Backend(_)), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn script_answers() {
+        assert_eq!(script_bool(1), Ok(true));
+        assert_eq!(script_bool(0), Ok(false));
+        assert!(script_bool(7).is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_unavailable() {
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(Duration::from_millis(300)));
+        // Port 1 is closed on any sane machine: the connection is refused at once.
+        let result = RedisStore::builder()
+            .connection_config(config)
+            .connect("redis://127.0.0.1:1")
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_configuration_is_a_backend_error() {
+        let bad_url = RedisStore::connect("http://not-redis").await;
+        assert!(
+            matches!(bad_url, Err(StoreError::Backend(_))),
+            "{bad_url:?}"
+        );
+        let bad_prefix = RedisStore::builder()
+            .prefix("a{b}")
+            .connect("redis://127.0.0.1:1")
+            .await;
+        assert!(
+            matches!(bad_prefix, Err(StoreError::Backend(_))),
+            "{bad_prefix:?}"
+        );
     }
 }
