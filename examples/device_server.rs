@@ -4,6 +4,10 @@
 //! cargo run --release --example device_server -- --addr 127.0.0.1:8080 [--expires-in 1800] [--interval 5]
 //! ```
 //!
+//! With `--redis URL` (build with `--features redis`) the flow lives in Redis instead of memory,
+//! so several instances on one Redis serve one flow: authorize on one, approve on another, poll
+//! any of them. `--redis-prefix` (default `tdf`) separates deployments sharing a Redis.
+//!
 //! Its HTTP surface is fixed by `DEMO_CONTRACT.md`: clients `demo-device` (public) and
 //! `demo-confidential` (secret `demo-secret`), end users `alice` and `bob` signing in to the
 //! verification page with HTTP Basic, and three API routes, two of them guarded by scope.
@@ -27,15 +31,19 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::{
-    Client, DeviceFlow, EndUserResolver, MemoryStore, Scope, Subject, TokenInfo,
+    Client, DeviceFlow, EndUserResolver, MemoryStore, Scope, Store, Subject, TokenInfo,
 };
 
-const USAGE: &str = "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS]";
+const USAGE: &str =
+    "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS] \
+[--redis URL [--redis-prefix PREFIX]]";
 
 struct Args {
     addr: SocketAddr,
     expires_in: u64,
     interval: u64,
+    redis: Option<String>,
+    redis_prefix: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,6 +51,8 @@ fn parse_args() -> Result<Args, String> {
         addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
         expires_in: 1800,
         interval: 5,
+        redis: None,
+        redis_prefix: "tdf".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +65,8 @@ fn parse_args() -> Result<Args, String> {
             "--addr" => args.addr = value.parse().map_err(|e| bad(&e))?,
             "--expires-in" => args.expires_in = value.parse().map_err(|e| bad(&e))?,
             "--interval" => args.interval = value.parse().map_err(|e| bad(&e))?,
+            "--redis" => args.redis = Some(value),
+            "--redis-prefix" => args.redis_prefix = value,
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -102,6 +114,15 @@ fn token_of<B>(req: &Request<B>) -> Option<&TokenInfo> {
     req.extensions().get::<TokenInfo>()
 }
 
+fn demo_clients() -> [Client; 2] {
+    let scopes = Scope::parse("profile email").unwrap_or_default();
+    [
+        Client::public("demo-device", scopes.clone()).with_name("Demo device"),
+        Client::confidential("demo-confidential", "demo-secret", scopes)
+            .with_name("Demo confidential client"),
+    ]
+}
+
 #[tokio::main]
 async fn main() {
     let args = match parse_args() {
@@ -111,14 +132,41 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    match args.redis.clone() {
+        None => {
+            let store = demo_clients()
+                .into_iter()
+                .fold(MemoryStore::builder(), |b, c| b.client(c))
+                .build();
+            serve(store, args).await
+        }
+        Some(url) => serve_redis(url, args).await,
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn serve_redis(url: String, args: Args) {
+    let builder = demo_clients().into_iter().fold(
+        tower_device_flow::RedisStore::builder().prefix(args.redis_prefix.clone()),
+        |b, c| b.client(c),
+    );
+    match builder.connect(url.as_str()).await {
+        Ok(store) => serve(store, args).await,
+        Err(e) => {
+            eprintln!("cannot use Redis at {url}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+async fn serve_redis(_url: String, _args: Args) {
+    eprintln!("--redis needs the redis feature: cargo run --example device_server --features redis -- ...");
+    std::process::exit(2);
+}
+
+async fn serve<S: Store>(store: S, args: Args) {
     let scopes = Scope::parse("profile email").unwrap_or_default();
-    let store = MemoryStore::builder()
-        .client(Client::public("demo-device", scopes.clone()).with_name("Demo device"))
-        .client(
-            Client::confidential("demo-confidential", "demo-secret", scopes.clone())
-                .with_name("Demo confidential client"),
-        )
-        .build();
     let flow = DeviceFlow::builder(store)
         .issuer(format!("http://{}", args.addr))
         .expires_in(Duration::from_secs(args.expires_in))

@@ -299,7 +299,9 @@ impl UserCodeGenerator for UserCodeFormat {
         }
         let mut out = String::with_capacity(self.length);
         for c in input.chars() {
-            if c == '-' || c.is_whitespace() {
+            // Separators the user may add or copy (RFC 8628 6.1): ignored. Letters and digits
+            // outside the alphabet are a mistyped code, not decoration.
+            if c.is_whitespace() || c.is_ascii_punctuation() {
                 continue;
             }
             let c = c.to_ascii_uppercase();
@@ -418,7 +420,14 @@ mod tests {
     fn normalization_ignores_case_dashes_and_spaces() {
         let f = UserCodeFormat::default();
         let expected = f.normalize("WDJBMJHT").unwrap();
-        for input in ["wdjb-mjht", " WdJb MjHt ", "W-D-J-B-M-J-H-T", "wdjb\tmjht"] {
+        for input in [
+            "wdjb-mjht",
+            " WdJb MjHt ",
+            "W-D-J-B-M-J-H-T",
+            "wdjb\tmjht",
+            "wdjb.mjht",
+            "WDJB_MJHT",
+        ] {
             assert_eq!(f.normalize(input).as_ref(), Some(&expected), "{input:?}");
         }
         for input in [
@@ -426,7 +435,7 @@ mod tests {
             "WDJBMJH",
             "WDJBMJHTX",
             "WDJB-MJHA",
-            "WDJB_MJHT",
+            "WDJB\u{2013}MJHT",
             "ẀDJBMJHT",
         ] {
             assert!(f.normalize(input).is_none(), "{input:?}");

@@ -42,8 +42,8 @@ use crate::flow::Shared;
 use crate::form::read_form;
 use crate::grant::DeviceGrant;
 use crate::response::{endpoint_service, OAuthBody};
-use crate::scope::Scope;
 use crate::store::Store;
+use crate::token::parse_scope;
 
 /// How many user codes to draw before giving up on a (vanishingly unlikely) run of collisions.
 const USER_CODE_ATTEMPTS: usize = 8;
@@ -124,8 +124,7 @@ where
     // The scope is fixed here: later changes to the client never widen this grant.
     let scope = match form.get("scope")? {
         Some(s) => {
-            let requested =
-                Scope::parse(s).map_err(|_| OAuthError::invalid_scope("malformed scope"))?;
+            let requested = parse_scope(s)?;
             if !requested.is_subset_of(client.allowed_scope()) {
                 return Err(OAuthError::invalid_scope(format!(
                     "scope not allowed for this client; allowed: {}",

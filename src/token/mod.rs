@@ -125,7 +125,8 @@ async fn device_code_grant<S: Store>(
                 subject,
                 scope,
             } => {
-                let (issued, response) = mint(&shared.config, client.id(), &subject, &scope, now)?;
+                let (issued, response) =
+                    mint(&shared.config, client.id(), &subject, &scope, &scope, now)?;
                 (next, Some(issued), Ok(response))
             }
         };
@@ -173,11 +174,7 @@ async fn refresh_token_grant<S: Store>(
     form: &Form,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let key = RefreshToken::new(form.require("refresh_token")?).digest();
-    let requested = form
-        .get("scope")?
-        .map(Scope::parse)
-        .transpose()
-        .map_err(|_| OAuthError::invalid_scope("malformed scope"))?;
+    let requested = form.get("scope")?.map(parse_scope).transpose()?;
     let now = shared.clock.now();
     let record = shared
         .store
@@ -198,7 +195,16 @@ async fn refresh_token_grant<S: Store>(
         Some(s) => s,
         None => record.scope.clone(),
     };
-    let (issued, response) = mint(&shared.config, client.id(), &record.subject, &scope, now)?;
+    // The access token gets the narrowed scope; the new refresh token keeps the grant's
+    // (RFC 6749 6), so a later refresh can ask for the rest again.
+    let (issued, response) = mint(
+        &shared.config,
+        client.id(),
+        &record.subject,
+        &scope,
+        &record.scope,
+        now,
+    )?;
     // Take-once: of racing refreshes with the same token, exactly one rotates it.
     if shared.store.rotate_refresh_token(&key, issued, now).await? {
         tracing::info!(client_id = client.id().as_str(), "tokens refreshed");
@@ -207,6 +213,17 @@ async fn refresh_token_grant<S: Store>(
         Err(OAuthError::invalid_grant(
             "the refresh_token was already used",
         ))
+    }
+}
+
+/// Parses a requested `scope`: RFC 6749 3.3 syntax with at least one scope token.
+pub(crate) fn parse_scope(s: &str) -> Result<Scope, OAuthError> {
+    match Scope::parse(s) {
+        Ok(scope) if !scope.is_empty() => Ok(scope),
+        Ok(_) => Err(OAuthError::invalid_scope(
+            "scope must name at least one scope token",
+        )),
+        Err(_) => Err(OAuthError::invalid_scope("malformed scope")),
     }
 }
 
@@ -222,11 +239,14 @@ struct TokenResponse<'a> {
 }
 
 /// Mints a token pair: the records to store and the response to send once they are stored.
+/// The access token carries `scope`; the refresh token carries `grant_scope`, the most any
+/// later refresh may ask for.
 pub(crate) fn mint(
     config: &Config,
     client_id: &ClientId,
     subject: &Subject,
     scope: &Scope,
+    grant_scope: &Scope,
     now: Timestamp,
 ) -> Result<(IssuedTokens, Response<OAuthBody>), OAuthError> {
     let access = AccessToken::generate();
@@ -242,7 +262,7 @@ pub(crate) fn mint(
         let record = RefreshTokenRecord {
             subject: subject.clone(),
             client_id: client_id.clone(),
-            scope: scope.clone(),
+            scope: grant_scope.clone(),
             expires_at: now.saturating_add(lifetime),
             access_token: access_digest,
         };

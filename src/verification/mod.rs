@@ -225,6 +225,14 @@ where
                 ));
             }
             let (parts, body) = req.into_parts();
+            // Before sign-in: a cross-site POST must not even prompt for credentials.
+            if is_cross_site(&parts) {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "access_denied",
+                    "This form can only be submitted from this site.",
+                ));
+            }
             let user = config.end_user.end_user(&parts).ok_or_else(|| Problem {
                 challenge: config.end_user.challenge(),
                 ..Problem::new(
@@ -233,13 +241,6 @@ where
                     "Sign in to connect a device.",
                 )
             })?;
-            if is_cross_site(&parts) {
-                return Err(Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "access_denied",
-                    "This form can only be submitted from this site.",
-                ));
-            }
             let bytes = read_body(&parts.headers, body, &config.body)
                 .await
                 .map_err(|e| {
