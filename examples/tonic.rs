@@ -1,0 +1,296 @@
+//! A gRPC service on tonic 0.14 guarded by the bearer layer, with the OAuth endpoints on the
+//! same port.
+//!
+//! ```text
+//! cargo run --example tonic -- [--addr 127.0.0.1:50051]                 # serve
+//! cargo run --example device_client -- --base http://127.0.0.1:50051   # get a token
+//! cargo run --example tonic -- call --token ACCESS_TOKEN [--addr 127.0.0.1:50051]
+//! ```
+//!
+//! `Server::builder().layer(flow.require_oauth("profile"))` guards every gRPC method: without a
+//! token a client sees `Code::Unauthenticated`, with a token lacking the scope
+//! `Code::PermissionDenied` (the layer answers gRPC requests with HTTP 200 and `grpc-status`,
+//! keeping `WWW-Authenticate` in the metadata). A handler reads the verified [`TokenInfo`] from
+//! `request.extensions()`.
+//!
+//! The server accepts HTTP/1.1 too, so the device client and the end user's browser reach the
+//! OAuth endpoints (served by `flow.endpoints_layer()` in front of the guard) on the same port.
+//! Clients and users are those of `DEMO_CONTRACT.md`: `demo-device`, `alice` / `alice-password`.
+//!
+//! The `demo.Profile` service is written by hand the way `tonic-prost-build` would generate it,
+//! so the example needs no `protoc`.
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tonic::server::{NamedService, UnaryService};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+use tonic_prost::ProstCodec;
+use tower::Service;
+use tower_device_flow::{
+    Client, DeviceFlow, EndUserResolver, MemoryStore, Scope, Subject, TokenInfo,
+};
+
+/// The messages of
+///
+/// ```proto
+/// syntax = "proto3";
+/// package demo;
+///
+/// service Profile {
+///   rpc WhoAmI (WhoAmIRequest) returns (WhoAmIReply);
+/// }
+/// message WhoAmIRequest {}
+/// message WhoAmIReply {
+///   string subject = 1;
+///   string scope = 2;
+///   string client_id = 3;
+/// }
+/// ```
+pub mod pb {
+    /// `demo.WhoAmIRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WhoAmIRequest {}
+
+    /// `demo.WhoAmIReply`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WhoAmIReply {
+        /// The end user the token speaks for.
+        #[prost(string, tag = "1")]
+        pub subject: String,
+        /// The token's scope.
+        #[prost(string, tag = "2")]
+        pub scope: String,
+        /// The client the token was issued to.
+        #[prost(string, tag = "3")]
+        pub client_id: String,
+    }
+}
+
+/// The gRPC path of `demo.Profile/WhoAmI`.
+pub const WHO_AM_I: &str = "/demo.Profile/WhoAmI";
+
+/// The `demo.Profile` service, routed by method path as generated code does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProfileServer;
+
+impl NamedService for ProfileServer {
+    const NAME: &'static str = "demo.Profile";
+}
+
+impl<B> Service<http::Request<B>> for ProfileServer
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() == WHO_AM_I {
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::default());
+                Ok(grpc.unary(WhoAmI, req).await)
+            })
+        } else {
+            Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) })
+        }
+    }
+}
+
+/// The `WhoAmI` handler.
+struct WhoAmI;
+
+impl UnaryService<pb::WhoAmIRequest> for WhoAmI {
+    type Response = pb::WhoAmIReply;
+    type Future = Ready<Result<Response<pb::WhoAmIReply>, Status>>;
+
+    fn call(&mut self, request: Request<pb::WhoAmIRequest>) -> Self::Future {
+        // The bearer layer verified the token and left its `TokenInfo` in the extensions,
+        // which tonic carries over from the HTTP request.
+        ready(match request.extensions().get::<TokenInfo>() {
+            Some(token) => Ok(Response::new(pb::WhoAmIReply {
+                subject: token.subject.to_string(),
+                scope: token.scope.to_string(),
+                client_id: token.client_id.to_string(),
+            })),
+            None => Err(Status::internal(
+                "no TokenInfo: the bearer layer is missing",
+            )),
+        })
+    }
+}
+
+/// Calls `WhoAmI` over `channel`, with `Authorization: Bearer <token>` when a token is given.
+pub async fn who_am_i(channel: Channel, token: Option<&str>) -> Result<pb::WhoAmIReply, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("service not ready: {e}")))?;
+    let mut request = Request::new(pb::WhoAmIRequest {});
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::invalid_argument("the token is not a valid header value"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let path = PathAndQuery::from_static(WHO_AM_I);
+    let reply = grpc.unary(request, path, ProstCodec::default()).await?;
+    Ok(reply.into_inner())
+}
+
+/// The demo's stand-in for the application's own login: HTTP Basic against two fixed users.
+pub struct DemoLogin;
+
+const USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
+
+impl EndUserResolver for DemoLogin {
+    fn end_user(&self, request: &Parts) -> Option<Subject> {
+        let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, encoded) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = STANDARD.decode(encoded.trim()).ok()?;
+        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        USERS
+            .iter()
+            .find(|(u, p)| *u == user && bool::from(p.as_bytes().ct_eq(password.as_bytes())))
+            .map(|(u, _)| Subject::new(u))
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static(
+            "Basic realm=\"device\", charset=\"UTF-8\"",
+        ))
+    }
+}
+
+/// The demo flow: clients `demo-device` and `demo-confidential`, scopes `profile email`.
+pub fn demo_flow(issuer: &str, interval: Duration) -> DeviceFlow<MemoryStore> {
+    let scopes = Scope::parse("profile email").unwrap_or_default();
+    let store = MemoryStore::builder()
+        .client(Client::public("demo-device", scopes.clone()))
+        .client(Client::confidential(
+            "demo-confidential",
+            "demo-secret",
+            scopes.clone(),
+        ))
+        .build();
+    DeviceFlow::builder(store)
+        .issuer(issuer)
+        .interval(interval)
+        .end_user(DemoLogin)
+        .scopes_supported(scopes)
+        .build()
+}
+
+/// Serves `demo.Profile`, guarded by scope `profile`, and the OAuth endpoints on `listener`.
+pub async fn serve(
+    flow: DeviceFlow<MemoryStore>,
+    listener: TcpListener,
+) -> Result<(), tonic::transport::Error> {
+    Server::builder()
+        // HTTP/1.1 for the OAuth endpoints (device client, browser); gRPC stays on HTTP/2.
+        .accept_http1(true)
+        // The first layer is the outermost: OAuth endpoint paths are answered before the guard.
+        .layer(flow.endpoints_layer())
+        .layer(flow.require_oauth("profile"))
+        .add_service(ProfileServer)
+        .serve_with_incoming(TcpIncoming::from(listener))
+        .await
+}
+
+const USAGE: &str = "usage: tonic [--addr HOST:PORT] [--interval SECS]\n       \
+                     tonic call --token ACCESS_TOKEN [--addr HOST:PORT]";
+
+fn fail(msg: &str) -> ! {
+    eprintln!("{msg}\n{USAGE}");
+    std::process::exit(2)
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let call = args.first().is_some_and(|a| a == "call");
+    if call {
+        args.remove(0);
+    }
+    let mut addr = SocketAddr::from(([127, 0, 0, 1], 50051));
+    let mut interval = 5;
+    let mut token = None;
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .unwrap_or_else(|| fail(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--addr" => {
+                addr = value
+                    .parse()
+                    .unwrap_or_else(|e| fail(&format!("--addr: {e}")))
+            }
+            "--interval" => {
+                interval = value
+                    .parse()
+                    .unwrap_or_else(|e| fail(&format!("--interval: {e}")))
+            }
+            "--token" => token = Some(value),
+            _ => fail(&format!("unknown flag {flag}")),
+        }
+    }
+
+    if call {
+        let channel = match Channel::from_shared(format!("http://{addr}")) {
+            Ok(endpoint) => endpoint.connect().await,
+            Err(e) => fail(&format!("--addr: {e}")),
+        };
+        let channel = channel.unwrap_or_else(|e| {
+            eprintln!("cannot connect to {addr}: {e}");
+            std::process::exit(1)
+        });
+        match who_am_i(channel, token.as_deref()).await {
+            Ok(reply) => println!(
+                "subject={} scope={:?} client_id={}",
+                reply.subject, reply.scope, reply.client_id
+            ),
+            Err(status) => {
+                eprintln!("{:?}: {}", status.code(), status.message());
+                if let Some(challenge) = status.metadata().get("www-authenticate") {
+                    eprintln!("www-authenticate: {challenge:?}");
+                }
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+
+    let flow = demo_flow(&format!("http://{addr}"), Duration::from_secs(interval));
+    let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| {
+        eprintln!("cannot listen on {addr}: {e}");
+        std::process::exit(1)
+    });
+    println!("tonic example: gRPC demo.Profile and OAuth endpoints on http://{addr}");
+    if let Err(e) = serve(flow, listener).await {
+        eprintln!("server error: {e}");
+        std::process::exit(1);
+    }
+}
