@@ -56,7 +56,7 @@ use tower_service::Service;
 
 pub use future::ResponseFuture;
 
-use crate::codes::AccessToken;
+use crate::codes::Digest;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::flow::Shared;
 use crate::response::{OAuthBody, ResponseBody};
@@ -365,7 +365,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let grpc = is_grpc(req.headers());
         let digest = match bearer_token(req.headers()) {
-            Ok(token) => AccessToken::new(token).digest(),
+            Ok(token) => Digest::of(token.as_bytes()),
             Err(NoToken::Missing) => {
                 return ResponseFuture::refuse(self.guard.missing.response(grpc))
             }

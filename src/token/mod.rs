@@ -37,7 +37,7 @@ use serde::Serialize;
 
 use crate::client_auth::authenticate;
 use crate::clock::Timestamp;
-use crate::codes::{AccessToken, DeviceCode, RefreshToken};
+use crate::codes::{AccessToken, Digest, RefreshToken};
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::flow::{Config, Shared};
 use crate::form::{read_form, Form};
@@ -97,7 +97,7 @@ async fn device_code_grant<S: Store>(
     client: &Client,
     form: &Form,
 ) -> Result<Response<OAuthBody>, OAuthError> {
-    let key = DeviceCode::new(form.require("device_code")?).digest();
+    let key = Digest::of(form.require("device_code")?.as_bytes());
     for _ in 0..MAX_SWAP_ATTEMPTS {
         let now = shared.clock.now();
         let Some(current) = shared.store.grant(&key, now).await? else {
@@ -173,7 +173,7 @@ async fn refresh_token_grant<S: Store>(
     client: &Client,
     form: &Form,
 ) -> Result<Response<OAuthBody>, OAuthError> {
-    let key = RefreshToken::new(form.require("refresh_token")?).digest();
+    let key = Digest::of(form.require("refresh_token")?.as_bytes());
     let requested = form.get("scope")?.map(parse_scope).transpose()?;
     let now = shared.clock.now();
     let record = shared
