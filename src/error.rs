@@ -157,6 +157,19 @@ impl OAuthError {
 
     /// The JSON body: `{"error": ..., "error_description": ...}`.
     pub fn to_json(&self) -> Bytes {
+        // The common case, a crate-written description, needs no escaping: skip serde (this
+        // answers every `authorization_pending` poll).
+        let plain = |s: &str| !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        if plain(&self.description) {
+            let (code, desc) = (self.code.as_str(), &*self.description);
+            let mut v = Vec::with_capacity(36 + code.len() + desc.len());
+            v.extend_from_slice(b"{\"error\":\"");
+            v.extend_from_slice(code.as_bytes());
+            v.extend_from_slice(b"\",\"error_description\":\"");
+            v.extend_from_slice(desc.as_bytes());
+            v.extend_from_slice(b"\"}");
+            return Bytes::from(v);
+        }
         #[derive(serde::Serialize)]
         struct Body<'a> {
             error: &'static str,
@@ -274,6 +287,16 @@ mod tests {
         assert_eq!(v["error"], "slow_down");
         assert_eq!(v["error_description"], "poll \"less\" often");
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn fast_and_escaped_json_agree() {
+        for desc in ["plain words", "with \"quotes\" and \\ and \n", "caf\u{e9}"] {
+            let e = OAuthError::invalid_request(desc);
+            let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+            assert_eq!(v["error"], "invalid_request");
+            assert_eq!(v["error_description"], desc);
+        }
     }
 
     #[test]

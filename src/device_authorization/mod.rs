@@ -131,7 +131,14 @@ where
                     client.allowed_scope()
                 )));
             }
-            requested
+            // Share the client's allocation when the request names exactly one of its scopes.
+            if &requested == client.default_scope() {
+                client.default_scope().clone()
+            } else if &requested == client.allowed_scope() {
+                client.allowed_scope().clone()
+            } else {
+                requested
+            }
         }
         None => client.default_scope().clone(),
     };

@@ -45,14 +45,50 @@ impl Hasher for DigestHasher {
     }
 }
 
+/// The first 16 bytes of a digest: the key of the grant tables. Half a digest keeps table
+/// slots small (the grant table holds a record per abandoned flow); the other half is kept in
+/// the slot and compared, so two device codes can never be confused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct HalfKey([u8; 16]);
+
+impl Hash for HalfKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(b));
+    }
+}
+
+fn split(d: &Digest) -> (HalfKey, [u8; 16]) {
+    let mut key = [0u8; 16];
+    let mut rest = [0u8; 16];
+    key.copy_from_slice(&d.as_bytes()[..16]);
+    rest.copy_from_slice(&d.as_bytes()[16..]);
+    (HalfKey(key), rest)
+}
+
+fn join(key: &HalfKey, rest: &[u8; 16]) -> Digest {
+    let mut d = [0u8; 32];
+    d[..16].copy_from_slice(&key.0);
+    d[16..].copy_from_slice(rest);
+    Digest::from_bytes(d)
+}
+
+/// A stored grant, boxed so that the table's slots stay 24 bytes whatever the grant's size
+/// (a hash table keeps up to half its slots empty after it grows).
+struct GrantSlot {
+    rest: [u8; 16],
+    grant: Versioned<DeviceGrant>,
+}
+
 /// Records that know when they may be dropped.
 trait Expiring {
     fn drop_after(&self) -> Timestamp;
 }
 
-impl Expiring for Versioned<DeviceGrant> {
+impl Expiring for Box<GrantSlot> {
     fn drop_after(&self) -> Timestamp {
-        self.record.retain_until()
+        self.grant.record.retain_until()
     }
 }
 impl Expiring for TokenInfo {
@@ -65,9 +101,9 @@ impl Expiring for RefreshTokenRecord {
         self.expires_at
     }
 }
-/// A user-code index entry: the device-code key and when the grant may be dropped.
+/// A user-code index entry: the grant's key and when the grant may be dropped.
 #[derive(Clone, Copy)]
-struct IndexEntry(Digest, Timestamp);
+struct IndexEntry(HalfKey, Timestamp);
 impl Expiring for IndexEntry {
     fn drop_after(&self) -> Timestamp {
         self.1
@@ -137,11 +173,12 @@ fn shard_of(d: &Digest) -> usize {
 }
 
 type DigestTable<V> = Table<Digest, V, BuildHasherDefault<DigestHasher>>;
+type HalfKeyTable<V> = Table<HalfKey, V, BuildHasherDefault<DigestHasher>>;
 
 struct Inner {
     clients: RwLock<HashMap<Box<str>, Client>>,
-    grants: DigestTable<Versioned<DeviceGrant>>,
-    user_codes: DigestTable<IndexEntry>,
+    grants: HalfKeyTable<Box<GrantSlot>>,
+    user_codes: HalfKeyTable<IndexEntry>,
     access: DigestTable<TokenInfo>,
     refresh: DigestTable<RefreshTokenRecord>,
     counters: Table<Box<str>, Counter, RandomState>,
@@ -298,23 +335,22 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let drop_after = grant.retain_until();
-        let user_code = grant.user_code;
+        let user_shard = shard_of(&grant.user_code);
+        let (user_key, _) = split(&grant.user_code);
+        let (device_key, rest) = split(&device_code);
         {
             // Claim the user code first: it is the key that can collide.
-            let mut index = self
-                .inner
-                .user_codes
-                .lock_for_write(shard_of(&user_code), now);
+            let mut index = self.inner.user_codes.lock_for_write(user_shard, now);
             if index
                 .map
-                .get(&user_code)
+                .get(&user_key)
                 .is_some_and(|e| e.drop_after() > now)
             {
                 return Ok(false);
             }
             index
                 .map
-                .insert(user_code, IndexEntry(device_code, drop_after));
+                .insert(user_key, IndexEntry(device_key, drop_after));
         }
         let mut grants = self
             .inner
@@ -322,22 +358,22 @@ impl Store for MemoryStore {
             .lock_for_write(shard_of(&device_code), now);
         if grants
             .map
-            .get(&device_code)
+            .get(&device_key)
             .is_some_and(|g| g.drop_after() > now)
         {
             drop(grants);
             // Give back the user code; a device code collision means a broken generator.
-            let mut index = self.inner.user_codes.lock(shard_of(&user_code));
-            index.map.remove(&user_code);
+            self.inner.user_codes.lock(user_shard).map.remove(&user_key);
             return Ok(false);
         }
-        grants.map.insert(
-            device_code,
-            Versioned {
+        let slot = GrantSlot {
+            rest,
+            grant: Versioned {
                 version: 0,
                 record: grant,
             },
-        );
+        };
+        grants.map.insert(device_key, Box::new(slot));
         Ok(true)
     }
 
@@ -346,12 +382,13 @@ impl Store for MemoryStore {
         device_code: &Digest,
         now: Timestamp,
     ) -> StoreResult<Option<Versioned<DeviceGrant>>> {
+        let (key, rest) = split(device_code);
         let grants = self.inner.grants.lock(shard_of(device_code));
         Ok(grants
             .map
-            .get(device_code)
-            .filter(|g| g.drop_after() > now)
-            .cloned())
+            .get(&key)
+            .filter(|slot| slot.rest == rest && slot.drop_after() > now)
+            .map(|slot| slot.grant.clone()))
     }
 
     async fn grant_by_user_code(
@@ -359,18 +396,22 @@ impl Store for MemoryStore {
         user_code: &Digest,
         now: Timestamp,
     ) -> StoreResult<Option<(Digest, Versioned<DeviceGrant>)>> {
-        let entry = {
+        let (user_key, _) = split(user_code);
+        let device_key = {
             let index = self.inner.user_codes.lock(shard_of(user_code));
-            match index.map.get(user_code) {
-                Some(e) if e.drop_after() > now => *e,
+            match index.map.get(&user_key) {
+                Some(e) if e.drop_after() > now => e.0,
                 _ => return Ok(None),
             }
         };
-        let device_code = entry.0;
-        Ok(self
-            .grant(&device_code, now)
-            .await?
-            .map(|g| (device_code, g)))
+        // A half key holds the bytes that pick the shard.
+        let shard = shard_of(&join(&device_key, &[0; 16]));
+        let grants = self.inner.grants.lock(shard);
+        Ok(grants
+            .map
+            .get(&device_key)
+            .filter(|slot| slot.drop_after() > now)
+            .map(|slot| (join(&device_key, &slot.rest), slot.grant.clone())))
     }
 
     async fn replace_grant(
@@ -382,11 +423,12 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         {
+            let (key, rest) = split(device_code);
             let mut grants = self.inner.grants.lock_for_write(shard_of(device_code), now);
-            match grants.map.get_mut(device_code) {
-                Some(current) if current.version == expected_version => {
-                    current.version += 1;
-                    current.record = grant;
+            match grants.map.get_mut(&key) {
+                Some(slot) if slot.rest == rest && slot.grant.version == expected_version => {
+                    slot.grant.version += 1;
+                    slot.grant.record = grant;
                 }
                 _ => return Ok(false),
             }

@@ -1,0 +1,870 @@
+//! HTTP load benchmark: the device flow's endpoints and bearer layer over real loopback
+//! connections, against a bare hyper handler, in one run.
+//!
+//! ```text
+//! cargo bench --bench http_load
+//! BENCH_CONNS=32 BENCH_SECS=5 BENCH_WARMUP_SECS=1 BENCH_ROUNDS=3 cargo bench --bench http_load
+//! REDIS_URL=redis://127.0.0.1:6379/ cargo bench --features redis --bench http_load
+//! ```
+//!
+//! Scenarios, each on hyper http1 with keep-alive, served on 127.0.0.1 ephemeral ports:
+//!
+//! 1. a bare hyper handler returning a small JSON body (the denominator);
+//! 2. `POST /oauth/device_authorization`, a new grant per request;
+//! 3. `POST /oauth/token` polling a pending device code with interval 0 (`authorization_pending`);
+//! 4. `GET /api/me` with a valid bearer token;
+//! 5. the same with an unknown token (401).
+//!
+//! Also, as diagnostics: the bare handler receiving the very request of scenario 4, bearer
+//! header included (1a); `GET /api/public` through the endpoints layer without the bearer layer
+//! (1b); scenario 4 against a store holding 1e6 tokens instead of 1e3 (4M); and, when built with
+//! `--features redis` and `REDIS_URL` is set, scenarios 3 and 4 on `RedisStore` (3r, 4r).
+//! Scenario 4 presents many distinct valid tokens in turn (all 1e3, or `BENCH_REAL_TOKENS`,
+//! default 262 144, of the 1e6), so lookups are spread over the table as in production.
+//!
+//! The load generator runs in the same process: `BENCH_CONNS` keep-alive connections (default
+//! 32), each sending one request at a time for `BENCH_WARMUP_SECS` (default 1, not recorded)
+//! then `BENCH_SECS` (default 5). Every scenario runs `BENCH_ROUNDS` times (default 3),
+//! interleaved, and the median round's requests/s is reported with latency percentiles over
+//! all rounds, and the process's CPU time per request (server and load generator together),
+//! which other load on the machine disturbs far less than requests/s. Other knobs:
+//! `BENCH_SMALL_TOKENS` (1000), `BENCH_BIG_TOKENS` (1 000 000), `BENCH_THREADS` (runtime
+//! workers, default: the core count), `BENCH_NODELAY` (1), `BENCH_ONLY` (scenario keys, e.g.
+//! `1,4`). Only 127.0.0.1 is contacted, and every loop ends by its deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tower::{service_fn, Layer, ServiceExt};
+use tower_device_flow::{
+    AccessToken, Client, Clock, DeviceFlow, DeviceGrant, Digest, IssuedTokens, MemoryStore, Scope,
+    Store, Subject, SystemClock, TokenInfo,
+};
+
+const CLIENT_ID: &str = "demo-device";
+const POLL_BODY_PREFIX: &str =
+    "grant_type=urn:ietf:params:oauth:grant-type:device_code&client_id=demo-device&device_code=";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    conns: usize,
+    secs: f64,
+    warmup_secs: f64,
+    rounds: usize,
+    small_tokens: usize,
+    big_tokens: usize,
+    /// Distinct valid tokens scenario 4 presents (at most the number stored).
+    real_tokens: usize,
+    threads: usize,
+    nodelay: bool,
+    redis_url: Option<String>,
+    /// Scenario keys to run (comma-separated `BENCH_ONLY`, e.g. `1,4`); all when empty.
+    only: Vec<String>,
+}
+
+impl Config {
+    fn from_env() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Config {
+            conns: env_or("BENCH_CONNS", 32),
+            secs: env_or("BENCH_SECS", 5.0),
+            warmup_secs: env_or("BENCH_WARMUP_SECS", 1.0),
+            rounds: env_or::<usize>("BENCH_ROUNDS", 3).max(1),
+            small_tokens: env_or("BENCH_SMALL_TOKENS", 1_000),
+            big_tokens: env_or("BENCH_BIG_TOKENS", 1_000_000),
+            real_tokens: env_or("BENCH_REAL_TOKENS", 262_144),
+            threads: env_or("BENCH_THREADS", cores),
+            nodelay: env_or::<u8>("BENCH_NODELAY", 1) != 0,
+            redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
+            only: std::env::var("BENCH_ONLY")
+                .unwrap_or_default()
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Serves `svc` on a fresh 127.0.0.1 port, one task per keep-alive connection.
+async fn serve<S, B>(svc: S, nodelay: bool) -> SocketAddr
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        // Ends with the runtime when the benchmark returns.
+        while let Ok((stream, _)) = listener.accept().await {
+            if nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            let service = svc.clone();
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Scenario 1: a bare hyper handler with the same JSON body shape as `/api/me`.
+async fn serve_bare(nodelay: bool) -> SocketAddr {
+    let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+        Ok::<_, Infallible>(json(
+            StatusCode::OK,
+            serde_json::json!({"sub": "alice", "scope": "email profile"}),
+        ))
+    });
+    serve(svc, nodelay).await
+}
+
+/// The demo server's construction (examples/device_server.rs): the endpoints layer in front of
+/// an API whose `/api/me` is guarded by `require_oauth("profile")`.
+async fn serve_app<S: Store>(flow: &DeviceFlow<S>, nodelay: bool) -> SocketAddr {
+    let me = flow
+        .require_oauth("profile")
+        .layer(service_fn(|req: Request<Incoming>| async move {
+            let body = match req.extensions().get::<TokenInfo>() {
+                Some(t) => {
+                    serde_json::json!({"sub": t.subject.as_str(), "scope": t.scope.as_str()})
+                }
+                None => serde_json::json!({}),
+            };
+            Ok::<_, Infallible>(json(StatusCode::OK, body))
+        }));
+    let api = service_fn(move |req: Request<Incoming>| {
+        let me = me.clone();
+        async move {
+            let res = match req.uri().path() {
+                "/api/me" => me.oneshot(req).await?.map(Either::Left),
+                "/api/public" => {
+                    json(StatusCode::OK, serde_json::json!({"ok": true})).map(Either::Right)
+                }
+                _ => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "not_found"}),
+                )
+                .map(Either::Right),
+            };
+            Ok::<_, Infallible>(res)
+        }
+    });
+    let app = flow.endpoints_layer().layer(api);
+    serve(TowerToHyperService::new(app), nodelay).await
+}
+
+fn demo_scopes() -> Scope {
+    Scope::parse("profile email").expect("valid scope")
+}
+
+fn demo_flow<S: Store>(store: S) -> DeviceFlow<S> {
+    DeviceFlow::builder(store)
+        .issuer("http://127.0.0.1:8080")
+        .interval(Duration::ZERO)
+        .scopes_supported(demo_scopes())
+        // Scenario 2 creates far more grants than the default cap of 10 000 per client and
+        // window; keep the cap's counter on the path, but out of the way.
+        .max_grants_per_client(Some(u64::MAX))
+        .build()
+}
+
+/// Puts `total` access tokens into `store` through the [`Store`] trait, as `replace_grant`
+/// with [`IssuedTokens`] on one carrier grant: `real` of them (at least one) generated as the
+/// token endpoint does, whose secrets are returned for the load generator to present, the rest
+/// random digests that only fill the table. Real and filler tokens are interleaved.
+async fn populate_tokens<S: Store>(
+    store: &S,
+    total: usize,
+    real: usize,
+    lifetime: Duration,
+) -> Vec<AccessToken> {
+    let real = real.clamp(1, total.max(1));
+    let filler = total.max(real) - real;
+    let now = SystemClock.now();
+    let carrier = Digest::of(AccessToken::generate().expose().as_bytes());
+    let grant = DeviceGrant::new(
+        tower_device_flow::ClientId::new(CLIENT_ID),
+        demo_scopes(),
+        Digest::of(AccessToken::generate().expose().as_bytes()),
+        now,
+        lifetime,
+        Duration::ZERO,
+    );
+    assert!(store
+        .insert_grant(carrier, grant.clone(), now)
+        .await
+        .expect("insert carrier grant"));
+    let info = TokenInfo {
+        subject: Subject::new("alice"),
+        client_id: tower_device_flow::ClientId::new(CLIENT_ID),
+        scope: demo_scopes(),
+        expires_at: now.saturating_add(lifetime),
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ u64::from(std::process::id());
+    let mut random_digest = move || {
+        let mut bytes = [0u8; 32];
+        for chunk in bytes.chunks_exact_mut(8) {
+            // splitmix64: uniformly spread digests without the cost of SHA-256.
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        Digest::from_bytes(bytes)
+    };
+    let tokens: Vec<AccessToken> = (0..real).map(|_| AccessToken::generate()).collect();
+    let mut real_digests = tokens.iter().map(AccessToken::digest);
+    let digests = (0..filler + real).map(|i| {
+        // Spread the real tokens evenly among the filler.
+        if (i + 1) * real / (filler + real) > i * real / (filler + real) {
+            real_digests.next().unwrap_or_else(&mut random_digest)
+        } else {
+            random_digest()
+        }
+    });
+    for (version, digest) in digests.enumerate() {
+        let issue = IssuedTokens {
+            access: (digest, info.clone()),
+            refresh: None,
+        };
+        let swapped = store
+            .replace_grant(&carrier, version as u64, grant.clone(), Some(issue), now)
+            .await
+            .expect("replace_grant");
+        assert!(swapped, "carrier grant swap failed");
+    }
+    tokens
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generator
+
+/// One request shape; cloned for every request sent.
+#[derive(Clone)]
+struct Template {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    /// `Authorization` values sent in turn, one per request (none when empty).
+    bearer: Arc<[HeaderValue]>,
+}
+
+impl Template {
+    fn new(addr: SocketAddr, method: Method, path: &str) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_str(&addr.to_string()).expect("host header"),
+        );
+        Template {
+            method,
+            uri: Uri::from_str(path).expect("path"),
+            headers,
+            body: Bytes::new(),
+            bearer: Arc::from(Vec::new()),
+        }
+    }
+
+    fn form(mut self, body: String) -> Self {
+        self.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        self.body = Bytes::from(body);
+        self
+    }
+
+    fn bearer<'a>(mut self, tokens: impl IntoIterator<Item = &'a AccessToken>) -> Self {
+        let values: Vec<HeaderValue> = tokens
+            .into_iter()
+            .map(|t| {
+                HeaderValue::from_str(&format!("Bearer {}", t.expose())).expect("token header")
+            })
+            .collect();
+        self.bearer = Arc::from(values);
+        self
+    }
+
+    /// The `i`-th request of a connection.
+    fn request(&self, i: usize) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        if !self.bearer.is_empty() {
+            let value = self.bearer[i % self.bearer.len()].clone();
+            req.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        req
+    }
+}
+
+struct Scenario {
+    key: &'static str,
+    label: String,
+    addr: SocketAddr,
+    /// One template per connection (connection `i` uses `templates[i % len]`).
+    templates: Vec<Template>,
+    expect: StatusCode,
+}
+
+#[derive(Default)]
+struct Outcome {
+    /// Requests/s of each round.
+    rps: Vec<f64>,
+    /// Latencies in nanoseconds over all rounds.
+    latencies: Vec<u64>,
+    unexpected: u64,
+    failures: u64,
+    /// Process CPU time per request (server + load generator), microseconds, per round.
+    cpu_us: Vec<f64>,
+}
+
+struct ConnStats {
+    latencies: Vec<u64>,
+    unexpected: u64,
+    failed: bool,
+}
+
+async fn send_one(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    template: &Template,
+    i: usize,
+) -> Result<StatusCode, BoxError> {
+    sender.ready().await?;
+    let res = sender.send_request(template.request(i)).await?;
+    let status = res.status();
+    res.into_body().collect().await?;
+    Ok(status)
+}
+
+async fn connect(
+    addr: SocketAddr,
+    nodelay: bool,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, BoxError> {
+    let stream = TcpStream::connect(addr).await?;
+    if nodelay {
+        stream.set_nodelay(true)?;
+    }
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn drive(
+    addr: SocketAddr,
+    template: Template,
+    expect: StatusCode,
+    nodelay: bool,
+    record_from: Instant,
+    until: Instant,
+) -> ConnStats {
+    let mut stats = ConnStats {
+        latencies: Vec::with_capacity(1 << 16),
+        unexpected: 0,
+        failed: false,
+    };
+    let Ok(mut sender) = connect(addr, nodelay).await else {
+        stats.failed = true;
+        return stats;
+    };
+    for i in 0.. {
+        let start = Instant::now();
+        if start >= until {
+            break;
+        }
+        match send_one(&mut sender, &template, i).await {
+            Ok(status) => {
+                if start >= record_from {
+                    stats.latencies.push(start.elapsed().as_nanos() as u64);
+                    if status != expect {
+                        stats.unexpected += 1;
+                    }
+                }
+            }
+            Err(_) => {
+                stats.failed = true;
+                break;
+            }
+        }
+    }
+    stats
+}
+
+/// CPU time consumed by every thread of this process so far (nanosecond resolution, from
+/// `/proc/self/task/*/schedstat`; falls back to the 10 ms ticks of `/proc/self/stat`).
+fn process_cpu() -> Option<Duration> {
+    let mut total = 0u64;
+    let mut found = false;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = stat.split(' ').next().and_then(|f| f.parse::<u64>().ok()) {
+            total += ns;
+            found = true;
+        }
+    }
+    if found {
+        return Some(Duration::from_nanos(total));
+    }
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+async fn run_round(cfg: &Config, s: &Scenario, out: &mut Outcome) {
+    let record_from = Instant::now() + Duration::from_secs_f64(cfg.warmup_secs);
+    let until = record_from + Duration::from_secs_f64(cfg.secs);
+    let mut tasks = Vec::with_capacity(cfg.conns);
+    for i in 0..cfg.conns {
+        let template = s.templates[i % s.templates.len()].clone();
+        tasks.push(tokio::spawn(drive(
+            s.addr,
+            template,
+            s.expect,
+            cfg.nodelay,
+            record_from,
+            until,
+        )));
+    }
+    // CPU time is sampled across the recorded window only.
+    tokio::time::sleep_until(record_from.into()).await;
+    let cpu_start = process_cpu();
+    tokio::time::sleep_until(until.into()).await;
+    let cpu_end = process_cpu();
+    let mut recorded = 0u64;
+    for task in tasks {
+        let stats = task.await.expect("load task panicked");
+        recorded += stats.latencies.len() as u64;
+        out.unexpected += stats.unexpected;
+        out.failures += u64::from(stats.failed);
+        out.latencies.extend(stats.latencies);
+    }
+    out.rps.push(recorded as f64 / cfg.secs);
+    if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
+        if recorded > 0 {
+            out.cpu_us
+                .push((b - a).as_secs_f64() * 1e6 / recorded as f64);
+        }
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Duration::from_nanos(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+struct Row {
+    key: &'static str,
+    label: String,
+    rps: f64,
+    rps_min: f64,
+    rps_max: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu_us: f64,
+    unexpected: u64,
+    failures: u64,
+}
+
+fn summarize(s: &Scenario, mut o: Outcome) -> Row {
+    o.latencies.sort_unstable();
+    Row {
+        key: s.key,
+        label: s.label.clone(),
+        rps: median(&o.rps),
+        rps_min: o.rps.iter().copied().fold(f64::INFINITY, f64::min),
+        rps_max: o.rps.iter().copied().fold(0.0, f64::max),
+        p50: percentile(&o.latencies, 50.0),
+        p99: percentile(&o.latencies, 99.0),
+        cpu_us: median(&o.cpu_us),
+        unexpected: o.unexpected,
+        failures: o.failures,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+/// Asks the device authorization endpoint at `addr` for `n` pending device codes.
+async fn pending_device_codes(addr: SocketAddr, n: usize, nodelay: bool) -> Vec<String> {
+    let mut sender = connect(addr, nodelay).await.expect("connect for setup");
+    let template = Template::new(addr, Method::POST, "/oauth/device_authorization")
+        .form(format!("client_id={CLIENT_ID}"));
+    let mut codes = Vec::with_capacity(n);
+    for _ in 0..n {
+        sender.ready().await.expect("ready");
+        let res = sender
+            .send_request(template.request(0))
+            .await
+            .expect("device authorization");
+        assert_eq!(res.status(), StatusCode::OK, "device authorization failed");
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        codes.push(v["device_code"].as_str().expect("device_code").to_owned());
+    }
+    codes
+}
+
+fn poll_templates(addr: SocketAddr, codes: &[String]) -> Vec<Template> {
+    codes
+        .iter()
+        .map(|code| {
+            Template::new(addr, Method::POST, "/oauth/token")
+                .form(format!("{POLL_BODY_PREFIX}{code}"))
+        })
+        .collect()
+}
+
+/// One template per connection; connection `i` sends tokens `i`, `i + conns`, `i + 2 conns`, …
+/// in turn, so the whole set of valid tokens is looked up, spread over the store's table.
+fn me_templates(addr: SocketAddr, tokens: &[AccessToken], conns: usize) -> Vec<Template> {
+    (0..conns.min(tokens.len()))
+        .map(|i| {
+            Template::new(addr, Method::GET, "/api/me").bearer(tokens.iter().skip(i).step_by(conns))
+        })
+        .collect()
+}
+
+fn memory_store() -> MemoryStore {
+    MemoryStore::builder()
+        .client(Client::public(CLIENT_ID, demo_scopes()).with_name("Demo device"))
+        .build()
+}
+
+#[cfg(feature = "redis")]
+async fn redis_scenarios(cfg: &Config, url: &str) -> Result<Vec<Scenario>, String> {
+    use tower_device_flow::RedisStore;
+    let store = RedisStore::builder()
+        .prefix(format!("tdf-bench-{}", std::process::id()))
+        .client(Client::public(CLIENT_ID, demo_scopes()).with_name("Demo device"))
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    // Keys expire on their own: grants after 5 + 10 minutes, tokens after 10 minutes.
+    let flow = DeviceFlow::builder(store)
+        .issuer("http://127.0.0.1:8080")
+        .interval(Duration::ZERO)
+        .expires_in(Duration::from_secs(300))
+        .max_grants_per_client(Some(u64::MAX))
+        .build();
+    let tokens = populate_tokens(
+        flow.store(),
+        cfg.small_tokens,
+        cfg.small_tokens.min(cfg.real_tokens),
+        Duration::from_secs(600),
+    )
+    .await;
+    let addr = serve_app(&flow, cfg.nodelay).await;
+    let codes = pending_device_codes(addr, cfg.conns, cfg.nodelay).await;
+    Ok(vec![
+        Scenario {
+            key: "r3",
+            label: "(3r) `POST /oauth/token` pending, RedisStore".into(),
+            addr,
+            templates: poll_templates(addr, &codes),
+            expect: StatusCode::BAD_REQUEST,
+        },
+        Scenario {
+            key: "r4",
+            label: format!(
+                "(4r) `GET /api/me` valid token, RedisStore, {} tokens",
+                cfg.small_tokens
+            ),
+            addr,
+            templates: me_templates(addr, &tokens, cfg.conns),
+            expect: StatusCode::OK,
+        },
+    ])
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_scenarios(_cfg: &Config, _url: &str) -> Result<Vec<Scenario>, String> {
+    Err("REDIS_URL is set but this bench was built without `--features redis`".into())
+}
+
+async fn run(cfg: Config) {
+    println!("# http_load");
+    println!();
+    println!(
+        "config: {} connections, {} s measured after {} s warm-up, {} rounds (interleaved), \
+         {} runtime worker threads, TCP_NODELAY {}, {} available cores",
+        cfg.conns,
+        cfg.secs,
+        cfg.warmup_secs,
+        cfg.rounds,
+        cfg.threads,
+        if cfg.nodelay { "on" } else { "off" },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+
+    let bare = serve_bare(cfg.nodelay).await;
+
+    let small = demo_flow(memory_store());
+    let small_tokens = populate_tokens(
+        small.store(),
+        cfg.small_tokens,
+        cfg.small_tokens.min(cfg.real_tokens),
+        Duration::from_secs(7200),
+    )
+    .await;
+    let app = serve_app(&small, cfg.nodelay).await;
+
+    let started = Instant::now();
+    let big = demo_flow(memory_store());
+    let big_tokens = populate_tokens(
+        big.store(),
+        cfg.big_tokens,
+        cfg.big_tokens.min(cfg.real_tokens),
+        Duration::from_secs(7200),
+    )
+    .await;
+    let big_app = serve_app(&big, cfg.nodelay).await;
+    println!(
+        "setup: {} tokens stored in {:.1} s; scenario 4 presents {} distinct valid tokens \
+         with {} stored and {} with {} stored, in turn on each connection",
+        big.store().access_token_count(),
+        started.elapsed().as_secs_f64(),
+        small_tokens.len(),
+        small.store().access_token_count(),
+        big_tokens.len(),
+        big.store().access_token_count(),
+    );
+
+    let codes = pending_device_codes(app, cfg.conns, cfg.nodelay).await;
+    let invalid: Vec<AccessToken> = (0..cfg.conns).map(|_| AccessToken::generate()).collect();
+
+    let mut scenarios = vec![
+        Scenario {
+            key: "1",
+            label: "(1) bare hyper handler, small JSON".into(),
+            addr: bare,
+            templates: vec![Template::new(bare, Method::GET, "/api/me")],
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            key: "1a",
+            label: "(1a) bare hyper handler, same request as (4)".into(),
+            addr: bare,
+            templates: me_templates(bare, &small_tokens, cfg.conns),
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            key: "1b",
+            label: "(1b) `GET /api/public` through the endpoints layer".into(),
+            addr: app,
+            templates: vec![Template::new(app, Method::GET, "/api/public")],
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            key: "2",
+            label: "(2) `POST /oauth/device_authorization` (new grant)".into(),
+            addr: app,
+            templates: vec![
+                Template::new(app, Method::POST, "/oauth/device_authorization")
+                    .form(format!("client_id={CLIENT_ID}")),
+            ],
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            key: "3",
+            label: "(3) `POST /oauth/token` pending, interval 0".into(),
+            addr: app,
+            templates: poll_templates(app, &codes),
+            expect: StatusCode::BAD_REQUEST,
+        },
+        Scenario {
+            key: "4",
+            label: format!("(4) `GET /api/me` valid token, {} tokens", cfg.small_tokens),
+            addr: app,
+            templates: me_templates(app, &small_tokens, cfg.conns),
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            key: "4big",
+            label: format!("(4M) `GET /api/me` valid token, {} tokens", cfg.big_tokens),
+            addr: big_app,
+            templates: me_templates(big_app, &big_tokens, cfg.conns),
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            key: "5",
+            label: "(5) `GET /api/me` invalid token".into(),
+            addr: app,
+            templates: me_templates(app, &invalid, cfg.conns),
+            expect: StatusCode::UNAUTHORIZED,
+        },
+    ];
+    let mut notes = Vec::new();
+    match &cfg.redis_url {
+        Some(url) => match redis_scenarios(&cfg, url).await {
+            Ok(r) => scenarios.extend(r),
+            Err(e) => notes.push(format!("Redis scenarios skipped: {e}.")),
+        },
+        None => notes.push("Redis scenarios skipped: REDIS_URL is not set.".to_owned()),
+    }
+
+    if !cfg.only.is_empty() {
+        scenarios.retain(|s| cfg.only.iter().any(|k| k == s.key));
+    }
+    let mut outcomes: Vec<Outcome> = scenarios.iter().map(|_| Outcome::default()).collect();
+    for round in 0..cfg.rounds {
+        for (s, out) in scenarios.iter().zip(&mut outcomes) {
+            run_round(&cfg, s, out).await;
+            eprintln!(
+                "round {}/{}: {:<60} {:>10.0} req/s",
+                round + 1,
+                cfg.rounds,
+                s.label,
+                out.rps.last().copied().unwrap_or(0.0)
+            );
+        }
+    }
+    let rows: Vec<Row> = scenarios
+        .iter()
+        .zip(outcomes)
+        .map(|(s, o)| summarize(s, o))
+        .collect();
+    report(&rows, &notes);
+}
+
+fn report(rows: &[Row], notes: &[String]) {
+    let find = |key: &str| rows.iter().find(|r| r.key == key);
+    let Some(base) = find("1") else { return };
+    println!();
+    println!(
+        "| scenario | req/s (median) | req/s min–max | p50 ms | p99 ms | CPU µs/req | \
+         req/s ÷ (1) | p50 ÷ (1) | p99 ÷ (1) | CPU/req (1) ÷ this | unexpected status | \
+         failed conns |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {:.0}–{:.0} | {} | {} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {} | {} |",
+            r.label,
+            r.rps,
+            r.rps_min,
+            r.rps_max,
+            ms(r.p50),
+            ms(r.p99),
+            r.cpu_us,
+            r.rps / base.rps,
+            r.p50.as_secs_f64() / base.p50.as_secs_f64(),
+            r.p99.as_secs_f64() / base.p99.as_secs_f64(),
+            base.cpu_us / r.cpu_us,
+            r.unexpected,
+            r.failures,
+        );
+    }
+    println!();
+    println!("| target | req/s ratio | met | CPU/req ratio | met |");
+    println!("|---|---:|:---:|---:|:---:|");
+    let verdict = |v: f64, min: f64| if v >= min { "yes" } else { "**no**" };
+    let target = |label: &str, a: &str, b: &str, min: f64| {
+        if let (Some(a), Some(b)) = (find(a), find(b)) {
+            let (rps, cpu) = (a.rps / b.rps, b.cpu_us / a.cpu_us);
+            println!(
+                "| {label} ≥ {min:.2} | {rps:.3} | {} | {cpu:.3} | {} |",
+                verdict(rps, min),
+                verdict(cpu, min)
+            );
+        }
+    };
+    target("(4) ÷ (1)", "4", "1", 0.90);
+    target("(5) ÷ (1)", "5", "1", 0.90);
+    target("(3) ÷ (1)", "3", "1", 0.75);
+    target("(2) ÷ (1)", "2", "1", 0.70);
+    target("(4) at 1e6 tokens ÷ (4) at 1e3 tokens", "4big", "4", 0.90);
+    target("Redis (3) ÷ in-memory (3)", "r3", "3", 0.40);
+    target(
+        "Redis (4) ÷ in-memory (4) (no target; shown at 0.40)",
+        "r4",
+        "4",
+        0.40,
+    );
+    for n in notes {
+        println!();
+        println!("{n}");
+    }
+}
+
+fn main() {
+    let cfg = Config::from_env();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(cfg));
+}
