@@ -21,44 +21,11 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use http::header::{self, HeaderValue};
-use http::request::Parts;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
-use tower_device_flow::{
-    Client, DeviceFlow, EndUserResolver, MemoryStore, Scope, Subject, TokenInfo,
-};
+use tower_device_flow::{BasicLogin, Client, DeviceFlow, MemoryStore, Scope, TokenInfo};
 
-/// The demo's stand-in for the application's own login: HTTP Basic against two fixed users.
-/// A real application reads its session cookie here, or lets its login middleware put a
-/// [`Subject`] in the request extensions (the flow's default resolver).
-pub struct DemoLogin;
-
+/// The demo's stand-in for an application's login: HTTP Basic against two fixed users.
 const USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
-
-impl EndUserResolver for DemoLogin {
-    fn end_user(&self, request: &Parts) -> Option<Subject> {
-        let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, encoded) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = STANDARD.decode(encoded.trim()).ok()?;
-        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        USERS
-            .iter()
-            .find(|(u, p)| *u == user && bool::from(p.as_bytes().ct_eq(password.as_bytes())))
-            .map(|(u, _)| Subject::new(u))
-    }
-
-    fn challenge(&self) -> Option<HeaderValue> {
-        Some(HeaderValue::from_static(
-            "Basic realm=\"device\", charset=\"UTF-8\"",
-        ))
-    }
-}
 
 /// The demo flow: two clients allowed `profile email`, on the in-memory store.
 pub fn demo_flow(
@@ -78,7 +45,7 @@ pub fn demo_flow(
         .issuer(issuer)
         .expires_in(expires_in)
         .interval(interval)
-        .end_user(DemoLogin)
+        .end_user(BasicLogin::users("device", USERS))
         .scopes_supported(scopes)
         .build()
 }

@@ -16,23 +16,17 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_device_flow::{
-    Client, DeviceFlow, EndUserResolver, MemoryStore, Scope, Store, Subject, TokenInfo,
-};
+use tower_device_flow::{BasicLogin, Client, DeviceFlow, MemoryStore, Scope, Store, TokenInfo};
 
 const USAGE: &str =
     "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS] \
@@ -74,31 +68,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// The demo's stand-in for an application's login: HTTP Basic against two fixed users.
-struct DemoLogin;
-
 const USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
-
-impl EndUserResolver for DemoLogin {
-    fn end_user(&self, request: &Parts) -> Option<Subject> {
-        let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, encoded) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = STANDARD.decode(encoded.trim()).ok()?;
-        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        USERS
-            .iter()
-            .find(|(u, p)| *u == user && bool::from(p.as_bytes().ct_eq(password.as_bytes())))
-            .map(|(u, _)| Subject::new(u))
-    }
-
-    fn challenge(&self) -> Option<HeaderValue> {
-        Some(HeaderValue::from_static(
-            "Basic realm=\"device\", charset=\"UTF-8\"",
-        ))
-    }
-}
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
@@ -171,7 +141,7 @@ async fn serve<S: Store>(store: S, args: Args) {
         .issuer(format!("http://{}", args.addr))
         .expires_in(Duration::from_secs(args.expires_in))
         .interval(Duration::from_secs(args.interval))
-        .end_user(DemoLogin)
+        .end_user(BasicLogin::users("device", USERS))
         .scopes_supported(scopes)
         .build();
 

@@ -27,12 +27,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use http::header::{self, HeaderValue};
-use http::request::Parts;
 use http::uri::PathAndQuery;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tonic::server::{NamedService, UnaryService};
 use tonic::transport::server::TcpIncoming;
@@ -40,9 +35,7 @@ use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 use tower::Service;
-use tower_device_flow::{
-    Client, DeviceFlow, EndUserResolver, MemoryStore, Scope, Subject, TokenInfo,
-};
+use tower_device_flow::{BasicLogin, Client, DeviceFlow, MemoryStore, Scope, TokenInfo};
 
 /// The messages of
 ///
@@ -157,32 +150,8 @@ pub async fn who_am_i(channel: Channel, token: Option<&str>) -> Result<pb::WhoAm
     Ok(reply.into_inner())
 }
 
-/// The demo's stand-in for the application's own login: HTTP Basic against two fixed users.
-pub struct DemoLogin;
-
+/// The demo's stand-in for an application's login: HTTP Basic against two fixed users.
 const USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
-
-impl EndUserResolver for DemoLogin {
-    fn end_user(&self, request: &Parts) -> Option<Subject> {
-        let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, encoded) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = STANDARD.decode(encoded.trim()).ok()?;
-        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        USERS
-            .iter()
-            .find(|(u, p)| *u == user && bool::from(p.as_bytes().ct_eq(password.as_bytes())))
-            .map(|(u, _)| Subject::new(u))
-    }
-
-    fn challenge(&self) -> Option<HeaderValue> {
-        Some(HeaderValue::from_static(
-            "Basic realm=\"device\", charset=\"UTF-8\"",
-        ))
-    }
-}
 
 /// The demo flow: clients `demo-device` and `demo-confidential`, scopes `profile email`.
 pub fn demo_flow(issuer: &str, interval: Duration) -> DeviceFlow<MemoryStore> {
@@ -198,7 +167,7 @@ pub fn demo_flow(issuer: &str, interval: Duration) -> DeviceFlow<MemoryStore> {
     DeviceFlow::builder(store)
         .issuer(issuer)
         .interval(interval)
-        .end_user(DemoLogin)
+        .end_user(BasicLogin::users("device", USERS))
         .scopes_supported(scopes)
         .build()
 }

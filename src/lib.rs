@@ -141,4 +141,4 @@ pub use store::{
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreBuilder};
 pub use token::TokenEndpoint;
-pub use verification::{EndUserResolver, Verification, VerificationPage};
+pub use verification::{BasicLogin, EndUserResolver, Verification, VerificationPage};

@@ -50,7 +50,8 @@ use http_body_util::Full;
 use tower_service::Service;
 
 pub use page::{
-    escape_html, DefaultPage, EndUserResolver, FromExtensions, PageView, VerificationPage,
+    escape_html, BasicLogin, DefaultPage, EndUserResolver, FromExtensions, PageView,
+    VerificationPage,
 };
 
 use crate::codes::Digest;

@@ -15,7 +15,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
@@ -27,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::{
-    Client, DeviceFlow, DeviceFlowBuilder, EndUserResolver, ManualClock, MemoryStore, Scope,
-    Subject, Timestamp, TokenInfo,
+    BasicLogin, Client, DeviceFlow, DeviceFlowBuilder, ManualClock, MemoryStore, Scope, Timestamp,
+    TokenInfo,
 };
 
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -41,30 +40,8 @@ pub const START_MILLIS: u64 = 1_700_000_000_000;
 /// The end-user challenge the harness resolver sends with its 401.
 pub const END_USER_CHALLENGE: &str = "Basic realm=\"device\", charset=\"UTF-8\"";
 
-const USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
-
 /// The demo's stand-in for an application's login: HTTP Basic against two fixed users.
-struct BasicLogin;
-
-impl EndUserResolver for BasicLogin {
-    fn end_user(&self, request: &Parts) -> Option<Subject> {
-        let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, encoded) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = STANDARD.decode(encoded.trim()).ok()?;
-        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        USERS
-            .iter()
-            .find(|(u, p)| *u == user && *p == password)
-            .map(|(u, _)| Subject::new(u))
-    }
-
-    fn challenge(&self) -> Option<HeaderValue> {
-        Some(HeaderValue::from_static(END_USER_CHALLENGE))
-    }
-}
+const USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
 
 /// `Authorization: Basic` value for `user:password` (no form-encoding; test ids are plain).
 pub fn basic(user: &str, password: &str) -> String {
@@ -246,7 +223,7 @@ pub async fn start_with(
     let builder = DeviceFlow::builder(store)
         .issuer(base.clone())
         .clock(clock.clone())
-        .end_user(BasicLogin)
+        .end_user(BasicLogin::users("device", USERS))
         .scopes_supported(scopes);
     let flow = configure(builder).build();
 
