@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer, ServiceExt};
+use tower_device_flow::form::RECOMMENDED_BODY_TIMEOUT;
 use tower_device_flow::{BasicLogin, Client, DeviceFlow, MemoryStore, Scope, Store, TokenInfo};
 
 const USAGE: &str =
@@ -141,6 +142,8 @@ async fn serve<S: Store>(store: S, args: Args) {
         .issuer(format!("http://{}", args.addr))
         .expires_in(Duration::from_secs(args.expires_in))
         .interval(Duration::from_secs(args.interval))
+        // Slow request bodies are cut off (this runtime has the Tokio timer).
+        .body_read_timeout(Some(RECOMMENDED_BODY_TIMEOUT))
         .end_user(BasicLogin::users("device", USERS))
         .scopes_supported(scopes)
         .build();

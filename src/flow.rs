@@ -368,8 +368,10 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
-    /// Time allowed to receive a request body (default 10 s; `None` for no limit). Applied
-    /// with the Tokio timer when the services run on a Tokio runtime.
+    /// Time allowed to receive a request body, answered 408 past it (default: no limit;
+    /// [`RECOMMENDED_BODY_TIMEOUT`](crate::form::RECOMMENDED_BODY_TIMEOUT) is 10 s). It runs
+    /// on the Tokio timer, so the services must run on a Tokio runtime with time enabled (as
+    /// every `#[tokio::main]` runtime is).
     pub fn body_read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.body.read_timeout = timeout;
         self

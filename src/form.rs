@@ -18,8 +18,9 @@ use crate::error::OAuthError;
 /// The default request body limit: 16 KiB, far above any legitimate OAuth request.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
 
-/// The default time allowed to receive a whole request body.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A sensible time to allow for receiving a whole request body, for
+/// [`DeviceFlowBuilder::body_read_timeout`](crate::DeviceFlowBuilder::body_read_timeout).
+pub const RECOMMENDED_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much of a request body is read, and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +28,8 @@ pub struct BodyLimits {
     /// Largest accepted body in bytes; larger ones are refused with 413 while streaming.
     pub max_bytes: usize,
     /// Time allowed to receive the whole body (408 past it), so a slow client cannot hold a
-    /// request open. Needs the Tokio timer; without a Tokio runtime no timeout is applied.
+    /// request open. Off by default: it runs on the Tokio timer, and a Tokio runtime built
+    /// without `enable_time` would panic on it. Turn it on for any `#[tokio::main]` server.
     pub read_timeout: Option<Duration>,
 }
 
@@ -35,7 +37,7 @@ impl Default for BodyLimits {
     fn default() -> Self {
         BodyLimits {
             max_bytes: DEFAULT_BODY_LIMIT,
-            read_timeout: Some(DEFAULT_BODY_TIMEOUT),
+            read_timeout: None,
         }
     }
 }
@@ -314,7 +316,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_body_is_408() {
         // The paused Tokio clock auto-advances to the timeout: no real waiting.
-        let e = read_body(&HeaderMap::new(), Stalled, &BodyLimits::default())
+        let limits = BodyLimits {
+            read_timeout: Some(RECOMMENDED_BODY_TIMEOUT),
+            ..BodyLimits::default()
+        };
+        let e = read_body(&HeaderMap::new(), Stalled, &limits)
             .await
             .unwrap_err();
         assert_eq!(e.status(), StatusCode::REQUEST_TIMEOUT);

@@ -130,12 +130,19 @@ async fn device_code_grant<S: Store>(
                 (next, Some(issued), Ok(response))
             }
         };
-        let issuing = issue.is_some();
-        if shared
+        let minted = issue.as_ref().map(|i| i.access.0);
+        let swapped = shared
             .store
             .replace_grant(&key, current.version, next, issue, now)
-            .await?
-        {
+            .await;
+        let swapped = match (swapped, minted) {
+            // The reply was lost, but the swap may have happened: if our token is stored, it
+            // did, and the device gets its tokens instead of a spent code.
+            (Err(e), Some(digest)) => stored(shared, &digest, now).await.ok_or(e)?,
+            (result, _) => result?,
+        };
+        let issuing = minted.is_some();
+        if swapped {
             if issuing {
                 tracing::info!(
                     client_id = client.id().as_str(),
@@ -150,6 +157,15 @@ async fn device_code_grant<S: Store>(
         ErrorCode::TemporarilyUnavailable,
         "too much contention on this device_code; retry",
     ))
+}
+
+/// After a store error: `Some(true)` if the access token `digest` is stored (the write went
+/// through), else `None` (report the error).
+async fn stored<S: Store>(shared: &Shared<S>, digest: &Digest, now: Timestamp) -> Option<bool> {
+    match shared.store.access_token(digest, now).await {
+        Ok(Some(_)) => Some(true),
+        _ => None,
+    }
 }
 
 fn pending() -> OAuthError {
@@ -206,7 +222,13 @@ async fn refresh_token_grant<S: Store>(
         now,
     )?;
     // Take-once: of racing refreshes with the same token, exactly one rotates it.
-    if shared.store.rotate_refresh_token(&key, issued, now).await? {
+    let minted = issued.access.0;
+    let rotated = match shared.store.rotate_refresh_token(&key, issued, now).await {
+        Ok(rotated) => rotated,
+        // As above: a lost reply after a successful rotation still answers with the tokens.
+        Err(e) => stored(shared, &minted, now).await.ok_or(e)?,
+    };
+    if rotated {
         tracing::info!(client_id = client.id().as_str(), "tokens refreshed");
         Ok(response)
     } else {

@@ -163,11 +163,15 @@ impl Problem {
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
         let e = crate::OAuthError::from(e);
-        Problem::new(
-            e.status(),
-            e.code().as_str(),
-            "The service is temporarily unavailable. Please try again.",
-        )
+        let retry_after = (e.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        Problem {
+            retry_after,
+            ..Problem::new(
+                e.status(),
+                e.code().as_str(),
+                "The service is temporarily unavailable. Please try again.",
+            )
+        }
     }
 }
 
