@@ -14,6 +14,7 @@ use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::flow::Shared;
 use crate::form::read_form;
 use crate::response::{endpoint_service, OAuthBody};
+use crate::revocation::{find_token, FoundToken};
 use crate::store::Store;
 
 endpoint_service!(
@@ -66,34 +67,11 @@ where
         ));
     }
     let digest = Digest::of(form.require("token")?.as_bytes());
-    let refresh_first = form.get("token_type_hint")? == Some("refresh_token");
-    let store = &shared.store;
     let now = shared.clock.now();
     let issuer = shared.config.issuer.as_str();
-
-    let mut access = None;
-    let mut refresh = None;
-    for is_refresh in [refresh_first, !refresh_first] {
-        if is_refresh {
-            refresh = store
-                .refresh_token(&digest, now)
-                .await?
-                .filter(|r| !r.is_expired(now));
-            if refresh.is_some() {
-                break;
-            }
-        } else {
-            access = store
-                .access_token(&digest, now)
-                .await?
-                .filter(|t| !t.is_expired(now));
-            if access.is_some() {
-                break;
-            }
-        }
-    }
-    let body = match (&access, &refresh) {
-        (Some(t), _) => IntrospectionResponse {
+    let found = find_token(&shared.store, &digest, form.get("token_type_hint")?, now).await?;
+    let body = match &found {
+        Some(FoundToken::Access(t)) if !t.is_expired(now) => IntrospectionResponse {
             active: true,
             scope: Some(t.scope.as_str()),
             client_id: Some(t.client_id.as_str()),
@@ -103,7 +81,7 @@ where
             exp: Some(t.expires_at.as_unix_secs()),
             iss: Some(issuer),
         },
-        (None, Some(r)) => IntrospectionResponse {
+        Some(FoundToken::Refresh(r)) if !r.is_expired(now) => IntrospectionResponse {
             active: true,
             scope: Some(r.scope.as_str()),
             client_id: Some(r.client_id.as_str()),
@@ -113,7 +91,7 @@ where
             exp: Some(r.expires_at.as_unix_secs()),
             iss: Some(issuer),
         },
-        (None, None) => IntrospectionResponse::default(),
+        _ => IntrospectionResponse::default(),
     };
     let json = serde_json::to_vec(&body)
         .map_err(|_| OAuthError::new(ErrorCode::ServerError, "could not encode the response"))?;

@@ -10,12 +10,13 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 
 use crate::client_auth::authenticate;
+use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::flow::Shared;
 use crate::form::read_form;
 use crate::response::{endpoint_service, OAuthBody};
-use crate::store::Store;
+use crate::store::{RefreshTokenRecord, Store, StoreError, TokenInfo};
 
 endpoint_service!(
     /// The revocation endpoint service. Obtain it from
@@ -42,42 +43,65 @@ where
     )
     .await?;
     let digest = Digest::of(form.require("token")?.as_bytes());
-    // The hint only orders the search (RFC 7009 2.1); an unknown hint is ignored.
-    let refresh_first = form.get("token_type_hint")? == Some("refresh_token");
-    let store = &shared.store;
     let now = shared.clock.now();
-    let not_yours = || {
-        OAuthError::new(
+    let store = &shared.store;
+    let found = find_token(store, &digest, form.get("token_type_hint")?, now).await?;
+    let owner = match &found {
+        Some(FoundToken::Access(info)) => &info.client_id,
+        Some(FoundToken::Refresh(record)) => &record.client_id,
+        // Unknown or already invalid: nothing to do, and nothing to tell (RFC 7009 2.2).
+        None => return Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"))),
+    };
+    if owner != client.id() {
+        return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             "the token was issued to another client",
-        )
-    };
-    for refresh in [refresh_first, !refresh_first] {
-        if refresh {
-            if let Some(record) = store.refresh_token(&digest, now).await? {
-                if &record.client_id != client.id() {
-                    return Err(not_yours());
-                }
-                store.revoke_refresh_token(&digest).await?;
-                tracing::info!(
-                    client_id = client.id().as_str(),
-                    kind = "refresh_token",
-                    "token revoked"
-                );
-                break;
-            }
-        } else if let Some(info) = store.access_token(&digest, now).await? {
-            if &info.client_id != client.id() {
-                return Err(not_yours());
-            }
+        ));
+    }
+    let kind = match found {
+        Some(FoundToken::Refresh(_)) => {
+            store.revoke_refresh_token(&digest).await?;
+            "refresh_token"
+        }
+        _ => {
             store.revoke_access_token(&digest).await?;
-            tracing::info!(
-                client_id = client.id().as_str(),
-                kind = "access_token",
-                "token revoked"
-            );
-            break;
+            "access_token"
+        }
+    };
+    tracing::info!(client_id = client.id().as_str(), kind, "token revoked");
+    Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
+}
+
+/// A token found by its digest.
+pub(crate) enum FoundToken {
+    Access(TokenInfo),
+    Refresh(RefreshTokenRecord),
+}
+
+/// Looks a token up as an access token and as a refresh token, in the order `hint` suggests
+/// (RFC 7009 2.1 and RFC 7662 2.1: the hint only orders the search; an unknown hint is ignored).
+pub(crate) async fn find_token<S: Store>(
+    store: &S,
+    digest: &Digest,
+    hint: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<FoundToken>, StoreError> {
+    let refresh_first = hint == Some("refresh_token");
+    for refresh in [refresh_first, !refresh_first] {
+        let found = if refresh {
+            store
+                .refresh_token(digest, now)
+                .await?
+                .map(FoundToken::Refresh)
+        } else {
+            store
+                .access_token(digest, now)
+                .await?
+                .map(FoundToken::Access)
+        };
+        if found.is_some() {
+            return Ok(found);
         }
     }
-    Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
+    Ok(None)
 }
