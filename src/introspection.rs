@@ -8,11 +8,10 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 
-use crate::client_auth::authenticate;
+use crate::client_auth::authenticated_form;
 use crate::codes::Digest;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::flow::Shared;
-use crate::form::read_form;
 use crate::response::{endpoint_service, OAuthBody};
 use crate::revocation::{find_token, FoundToken};
 use crate::store::Store;
@@ -53,14 +52,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, form) = read_form(req, &shared.config.body).await?;
-    let client = authenticate(
-        &shared.store,
-        &parts.headers,
-        &form,
-        shared.config.token_auth,
-    )
-    .await?;
+    let (form, client) = authenticated_form(shared, req, shared.config.token_auth).await?;
     if !client.is_confidential() {
         return Err(OAuthError::invalid_client(
             "introspection requires a confidential client",

@@ -135,8 +135,8 @@ pub use response::{OAuthBody, ResponseBody};
 pub use revocation::Revocation;
 pub use scope::Scope;
 pub use store::{
-    Client, ClientId, IssuedTokens, MemoryStore, RefreshTokenRecord, Store, StoreError,
-    StoreResult, Subject, TokenInfo, Versioned,
+    Client, ClientId, ClientRegistry, IssuedTokens, MemoryStore, RefreshTokenRecord, Store,
+    StoreError, StoreResult, Subject, TokenInfo, Versioned,
 };
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreBuilder};

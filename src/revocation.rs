@@ -9,12 +9,11 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 
-use crate::client_auth::authenticate;
+use crate::client_auth::authenticated_form;
 use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::flow::Shared;
-use crate::form::read_form;
 use crate::response::{endpoint_service, OAuthBody};
 use crate::store::{RefreshTokenRecord, Store, StoreError, TokenInfo};
 
@@ -34,14 +33,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, form) = read_form(req, &shared.config.body).await?;
-    let client = authenticate(
-        &shared.store,
-        &parts.headers,
-        &form,
-        shared.config.token_auth,
-    )
-    .await?;
+    let (form, client) = authenticated_form(shared, req, shared.config.token_auth).await?;
     let digest = Digest::of(form.require("token")?.as_bytes());
     let now = shared.clock.now();
     let store = &shared.store;

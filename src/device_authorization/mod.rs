@@ -35,11 +35,10 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 
-use crate::client_auth::authenticate;
+use crate::client_auth::authenticated_form;
 use crate::clock::Timestamp;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::flow::Shared;
-use crate::form::read_form;
 use crate::grant::DeviceGrant;
 use crate::response::{endpoint_service, OAuthBody};
 use crate::store::Store;
@@ -112,14 +111,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let config = &shared.config;
-    let (parts, form) = read_form(req, &config.body).await?;
-    let client = authenticate(
-        &shared.store,
-        &parts.headers,
-        &form,
-        config.device_authorization_auth,
-    )
-    .await?;
+    let (form, client) = authenticated_form(shared, req, config.device_authorization_auth).await?;
 
     // The scope is fixed here: later changes to the client never widen this grant.
     let scope = match form.get("scope")? {

@@ -9,10 +9,13 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Client, IssuedTokens, RefreshTokenRecord, Store, StoreResult, TokenInfo, Versioned};
+use super::{
+    Client, ClientRegistry, IssuedTokens, RefreshTokenRecord, Store, StoreResult, TokenInfo,
+    Versioned,
+};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::grant::DeviceGrant;
@@ -176,7 +179,7 @@ type DigestTable<V> = Table<Digest, V, BuildHasherDefault<DigestHasher>>;
 type HalfKeyTable<V> = Table<HalfKey, V, BuildHasherDefault<DigestHasher>>;
 
 struct Inner {
-    clients: RwLock<HashMap<Box<str>, Client>>,
+    clients: ClientRegistry,
     grants: HalfKeyTable<Box<GrantSlot>>,
     user_codes: HalfKeyTable<IndexEntry>,
     access: DigestTable<TokenInfo>,
@@ -241,14 +244,9 @@ impl MemoryStoreBuilder {
     /// The store.
     pub fn build(self) -> MemoryStore {
         let (n, every) = (self.shards, self.purge_every);
-        let clients = self
-            .clients
-            .into_iter()
-            .map(|c| (Box::from(c.id().as_str()), c))
-            .collect();
         MemoryStore {
             inner: Arc::new(Inner {
-                clients: RwLock::new(clients),
+                clients: ClientRegistry::new(self.clients),
                 grants: Table::new(n, every),
                 user_codes: Table::new(n, every),
                 access: Table::new(n, every),
@@ -278,12 +276,7 @@ impl MemoryStore {
 
     /// Registers (or replaces) a client at run time. Grants already issued keep their scope.
     pub fn add_client(&self, client: Client) {
-        let mut clients = self
-            .inner
-            .clients
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        clients.insert(Box::from(client.id().as_str()), client);
+        self.inner.clients.add(client);
     }
 
     /// Number of stored grants (including expired ones not yet purged).
@@ -324,8 +317,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
-        let clients = self.inner.clients.read().unwrap_or_else(|p| p.into_inner());
-        Ok(clients.get(client_id).cloned())
+        Ok(self.inner.clients.get(client_id))
     }
 
     async fn insert_grant(

@@ -16,7 +16,8 @@ mod records;
 
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 pub use records::{
-    Client, ClientId, IssuedTokens, RefreshTokenRecord, Subject, TokenInfo, Versioned,
+    Client, ClientId, ClientRegistry, IssuedTokens, RefreshTokenRecord, Subject, TokenInfo,
+    Versioned,
 };
 
 use crate::clock::Timestamp;

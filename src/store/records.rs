@@ -1,7 +1,8 @@
 //! The records a [`Store`](super::Store) keeps: clients, access and refresh tokens.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -174,6 +175,38 @@ impl fmt::Debug for Client {
             .field("default_scope", &self.default_scope)
             .field("name", &self.name)
             .finish()
+    }
+}
+
+/// Clients registered in this process: what stores that keep clients in memory (rather than in
+/// their database) use to answer [`Store::client`](super::Store::client).
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    clients: RwLock<HashMap<Box<str>, Client>>,
+}
+
+impl ClientRegistry {
+    /// A registry holding `clients`.
+    pub fn new(clients: impl IntoIterator<Item = Client>) -> Self {
+        let registry = ClientRegistry::default();
+        for c in clients {
+            registry.add(c);
+        }
+        registry
+    }
+
+    /// Registers (or replaces) a client. Grants already issued keep their scope.
+    pub fn add(&self, client: Client) {
+        // A panic elsewhere cannot leave the map half-written (every write is one insert), so a
+        // poisoned lock is safe to keep using.
+        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        clients.insert(Box::from(client.id().as_str()), client);
+    }
+
+    /// The client registered as `client_id`.
+    pub fn get(&self, client_id: &str) -> Option<Client> {
+        let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        clients.get(client_id).cloned()
     }
 }
 

@@ -1,9 +1,8 @@
 //! [`RedisStore`]: a [`Store`] on Redis. The key layout, the consistency guarantees and an
 //! example are documented on the type (this module is private; the type is re-exported).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -14,7 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    Client, IssuedTokens, RefreshTokenRecord, Store, StoreError, StoreResult, TokenInfo, Versioned,
+    Client, ClientRegistry, IssuedTokens, RefreshTokenRecord, Store, StoreError, StoreResult,
+    TokenInfo, Versioned,
 };
 use crate::clock::Timestamp;
 use crate::codes::Digest;
@@ -227,7 +227,7 @@ impl Keys {
 struct Inner {
     keys: Keys,
     scripts: Scripts,
-    clients: RwLock<HashMap<Box<str>, Client>>,
+    clients: ClientRegistry,
 }
 
 /// A [`Store`] on Redis, shared by every instance of a deployment. Clones are cheap and share
@@ -489,16 +489,12 @@ impl<C> RedisStore<C> {
     }
 
     fn from_parts(conn: C, keys: Keys, scripts: Scripts, clients: Vec<Client>) -> Self {
-        let clients = clients
-            .into_iter()
-            .map(|c| (Box::from(c.id().as_str()), c))
-            .collect();
         RedisStore {
             conn,
             inner: Arc::new(Inner {
                 keys,
                 scripts,
-                clients: RwLock::new(clients),
+                clients: ClientRegistry::new(clients),
             }),
         }
     }
@@ -510,14 +506,7 @@ impl<C> RedisStore<C> {
 
     /// Registers (or replaces) a client in this process, for this store and all its clones.
     pub fn add_client(&self, client: Client) {
-        // A panic elsewhere cannot leave the map half-written (every write is one insert), so a
-        // poisoned lock is safe to keep using.
-        let mut clients = self
-            .inner
-            .clients
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        clients.insert(Box::from(client.id().as_str()), client);
+        self.inner.clients.add(client);
     }
 }
 
@@ -578,8 +567,7 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
-        let clients = self.inner.clients.read().unwrap_or_else(|p| p.into_inner());
-        Ok(clients.get(client_id).cloned())
+        Ok(self.inner.clients.get(client_id))
     }
 
     async fn insert_grant(
