@@ -10,12 +10,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use http::header::{self, HeaderMap};
 
-use crate::error::OAuthError;
 use http::Request;
 use http_body::Body;
 
-use crate::flow::Shared;
-use crate::form::{decode, read_form, Form};
+use crate::error::OAuthError;
+use crate::form::{decode, read_form, BodyLimits, Form};
 use crate::store::{Client, Store};
 
 /// A client authentication method (RFC 7591 2 `token_endpoint_auth_method` names).
@@ -246,7 +245,8 @@ pub(crate) async fn authenticate<S: Store>(
 /// Reads a client's form request and authenticates the client: how every client-facing
 /// endpoint but the token endpoint (which checks `grant_type` first) begins.
 pub(crate) async fn authenticated_form<S, B>(
-    shared: &Shared<S>,
+    store: &S,
+    limits: &BodyLimits,
     req: Request<B>,
     methods: ClientAuthMethods,
 ) -> Result<(Form, Client), OAuthError>
@@ -255,8 +255,8 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (parts, form) = read_form(req, &shared.config.body).await?;
-    let client = authenticate(&shared.store, &parts.headers, &form, methods).await?;
+    let (parts, form) = read_form(req, limits).await?;
+    let client = authenticate(store, &parts.headers, &form, methods).await?;
     Ok((form, client))
 }
 

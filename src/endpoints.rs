@@ -38,26 +38,38 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::flow::DeviceFlow;
+use std::sync::Arc;
+
+use crate::config::Shared;
+use crate::device_authorization::DeviceAuthorization;
+use crate::introspection::Introspection;
+use crate::metadata::Metadata;
 use crate::response::{ResponseBody, ResponseFuture};
+use crate::revocation::Revocation;
 use crate::store::Store;
+use crate::token::TokenEndpoint;
+use crate::verification::Verification;
 
 /// Serves the flow's endpoints in front of an inner service. Obtain it from
-/// [`DeviceFlow::endpoints_layer`].
+/// [`DeviceFlow::endpoints_layer`](crate::DeviceFlow::endpoints_layer).
 pub struct EndpointsLayer<S> {
-    flow: DeviceFlow<S>,
+    shared: Arc<Shared<S>>,
+    // Rendered once: the document never changes.
+    metadata: Metadata,
 }
 
 impl<S> EndpointsLayer<S> {
-    pub(crate) fn new(flow: DeviceFlow<S>) -> Self {
-        EndpointsLayer { flow }
+    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
+        let metadata = Metadata::new(&shared.config);
+        EndpointsLayer { shared, metadata }
     }
 }
 
 impl<S> Clone for EndpointsLayer<S> {
     fn clone(&self) -> Self {
         EndpointsLayer {
-            flow: self.flow.clone(),
+            shared: self.shared.clone(),
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -65,8 +77,8 @@ impl<S> Clone for EndpointsLayer<S> {
 impl<S> fmt::Debug for EndpointsLayer<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointsLayer")
-            .field("flow", &self.flow)
-            .finish()
+            .field("paths", &self.shared.config.paths)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +88,8 @@ impl<S, Svc> Layer<Svc> for EndpointsLayer<S> {
     fn layer(&self, inner: Svc) -> Self::Service {
         Endpoints {
             inner,
-            flow: self.flow.clone(),
+            shared: self.shared.clone(),
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -84,14 +97,16 @@ impl<S, Svc> Layer<Svc> for EndpointsLayer<S> {
 /// The flow's endpoints in front of `Svc`.
 pub struct Endpoints<Svc, S> {
     inner: Svc,
-    flow: DeviceFlow<S>,
+    shared: Arc<Shared<S>>,
+    metadata: Metadata,
 }
 
 impl<Svc: Clone, S> Clone for Endpoints<Svc, S> {
     fn clone(&self) -> Self {
         Endpoints {
             inner: self.inner.clone(),
-            flow: self.flow.clone(),
+            shared: self.shared.clone(),
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -100,8 +115,8 @@ impl<Svc: fmt::Debug, S> fmt::Debug for Endpoints<Svc, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Endpoints")
             .field("inner", &self.inner)
-            .field("flow", &self.flow)
-            .finish()
+            .field("paths", &self.shared.config.paths)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,20 +146,21 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let paths = self.flow.paths();
+        let shared = &self.shared;
+        let paths = &shared.config.paths;
         let path = req.uri().path();
         let future = if path == paths.token {
-            oneshot(self.flow.token(), req)
+            oneshot(TokenEndpoint::new(shared.clone()), req)
         } else if path == paths.device_authorization {
-            oneshot(self.flow.device_authorization(), req)
+            oneshot(DeviceAuthorization::new(shared.clone()), req)
         } else if path == paths.verification {
-            oneshot(self.flow.verification(), req)
+            oneshot(Verification::new(shared.clone()), req)
         } else if path == paths.metadata {
-            oneshot(self.flow.metadata(), req)
+            oneshot(self.metadata.clone(), req)
         } else if path == paths.revocation {
-            oneshot(self.flow.revocation(), req)
+            oneshot(Revocation::new(shared.clone()), req)
         } else if path == paths.introspection {
-            oneshot(self.flow.introspection(), req)
+            oneshot(Introspection::new(shared.clone()), req)
         } else {
             return EndpointsFuture::Inner {
                 future: self.inner.call(req),

@@ -8,8 +8,6 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use crate::store::StoreError;
-
 /// The error codes of RFC 6749 5.2, RFC 8628 3.5, RFC 6750 3.1 and RFC 7009 2.2.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -213,21 +211,6 @@ impl fmt::Display for OAuthError {
 
 impl std::error::Error for OAuthError {}
 
-impl From<StoreError> for OAuthError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => OAuthError::new(
-                ErrorCode::TemporarilyUnavailable,
-                "the credential store is unavailable; retry later",
-            )
-            .with_retry_after(1),
-            StoreError::Backend(_) => {
-                OAuthError::new(ErrorCode::ServerError, "the credential store failed")
-            }
-        }
-    }
-}
-
 /// Logs a refused request. Only the error code and the crate's own description are logged:
 /// neither ever holds a secret, code or token.
 pub(crate) fn log_rejection(e: &OAuthError) {
@@ -297,14 +280,5 @@ mod tests {
             assert_eq!(v["error"], "invalid_request");
             assert_eq!(v["error_description"], desc);
         }
-    }
-
-    #[test]
-    fn store_errors_map_to_500_and_503() {
-        let e: OAuthError = StoreError::Unavailable("down".into()).into();
-        assert_eq!(e.code(), ErrorCode::TemporarilyUnavailable);
-        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let e: OAuthError = StoreError::Backend("bad".into()).into();
-        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -21,8 +21,13 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::error::ErrorCode;
+use crate::ids::{ClientId, Subject};
 use crate::scope::Scope;
-use crate::store::{ClientId, Subject};
+
+/// The device code grant type (RFC 8628 3.4).
+pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// The refresh token grant type (RFC 6749 6).
+pub const REFRESH_TOKEN_GRANT_TYPE: &str = "refresh_token";
 
 /// How much the polling interval grows on each `slow_down` (RFC 8628 3.5).
 pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);

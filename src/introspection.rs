@@ -10,11 +10,10 @@ use serde::Serialize;
 
 use crate::client_auth::authenticated_form;
 use crate::codes::Digest;
+use crate::config::Shared;
 use crate::error::{json_response, ErrorCode, OAuthError};
-use crate::flow::Shared;
 use crate::response::{endpoint_service, OAuthBody};
-use crate::revocation::{find_token, FoundToken};
-use crate::store::Store;
+use crate::store::{find_token, FoundToken, Store};
 
 endpoint_service!(
     /// The introspection endpoint service. Obtain it from
@@ -52,7 +51,13 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (form, client) = authenticated_form(shared, req, shared.config.token_auth).await?;
+    let (form, client) = authenticated_form(
+        &shared.store,
+        &shared.config.body,
+        req,
+        shared.config.token_auth,
+    )
+    .await?;
     if !client.is_confidential() {
         return Err(OAuthError::invalid_client(
             "introspection requires a confidential client",

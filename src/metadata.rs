@@ -8,10 +8,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tower_service::Service;
 
+use crate::config::Config;
 use crate::error::OAuthError;
-use crate::flow::Config;
+use crate::grant::{DEVICE_CODE_GRANT_TYPE, REFRESH_TOKEN_GRANT_TYPE};
 use crate::response::{OAuthBody, ResponseFuture};
-use crate::token::{DEVICE_CODE_GRANT_TYPE, REFRESH_TOKEN_GRANT_TYPE};
 
 /// The metadata document service. Obtain it from [`DeviceFlow::metadata`](crate::DeviceFlow::metadata).
 #[derive(Clone, Debug)]

@@ -116,11 +116,11 @@ macro_rules! endpoint_service {
     ($(#[$doc:meta])* $name:ident, $handle:path) => {
         $(#[$doc])*
         pub struct $name<S> {
-            shared: std::sync::Arc<crate::flow::Shared<S>>,
+            shared: std::sync::Arc<crate::config::Shared<S>>,
         }
 
         impl<S> $name<S> {
-            pub(crate) fn new(shared: std::sync::Arc<crate::flow::Shared<S>>) -> Self {
+            pub(crate) fn new(shared: std::sync::Arc<crate::config::Shared<S>>) -> Self {
                 $name { shared }
             }
         }

@@ -10,12 +10,11 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 
 use crate::client_auth::authenticated_form;
-use crate::clock::Timestamp;
 use crate::codes::Digest;
+use crate::config::Shared;
 use crate::error::{json_response, ErrorCode, OAuthError};
-use crate::flow::Shared;
 use crate::response::{endpoint_service, OAuthBody};
-use crate::store::{RefreshTokenRecord, Store, StoreError, TokenInfo};
+use crate::store::{find_token, FoundToken, Store};
 
 endpoint_service!(
     /// The revocation endpoint service. Obtain it from
@@ -33,7 +32,13 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (form, client) = authenticated_form(shared, req, shared.config.token_auth).await?;
+    let (form, client) = authenticated_form(
+        &shared.store,
+        &shared.config.body,
+        req,
+        shared.config.token_auth,
+    )
+    .await?;
     let digest = Digest::of(form.require("token")?.as_bytes());
     let now = shared.clock.now();
     let store = &shared.store;
@@ -62,38 +67,4 @@ where
     };
     tracing::info!(client_id = client.id().as_str(), kind, "token revoked");
     Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
-}
-
-/// A token found by its digest.
-pub(crate) enum FoundToken {
-    Access(TokenInfo),
-    Refresh(RefreshTokenRecord),
-}
-
-/// Looks a token up as an access token and as a refresh token, in the order `hint` suggests
-/// (RFC 7009 2.1 and RFC 7662 2.1: the hint only orders the search; an unknown hint is ignored).
-pub(crate) async fn find_token<S: Store>(
-    store: &S,
-    digest: &Digest,
-    hint: Option<&str>,
-    now: Timestamp,
-) -> Result<Option<FoundToken>, StoreError> {
-    let refresh_first = hint == Some("refresh_token");
-    for refresh in [refresh_first, !refresh_first] {
-        let found = if refresh {
-            store
-                .refresh_token(digest, now)
-                .await?
-                .map(FoundToken::Refresh)
-        } else {
-            store
-                .access_token(digest, now)
-                .await?
-                .map(FoundToken::Access)
-        };
-        if found.is_some() {
-            return Ok(found);
-        }
-    }
-    Ok(None)
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::error::OAuthError;
+
 /// A set of scope tokens, kept sorted and without duplicates.
 ///
 /// Stored as one shared string (`"email profile"`), so cloning a scope into a grant and its tokens
@@ -142,6 +144,19 @@ impl<'de> Deserialize<'de> for Scope {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Scope::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a `scope` parameter of a request: RFC 6749 3.3 syntax with at least one scope
+/// token, refused as `invalid_scope` otherwise. The one rule for every endpoint that takes a
+/// scope (device authorization, refresh).
+pub(crate) fn parse_requested(s: &str) -> Result<Scope, OAuthError> {
+    match Scope::parse(s) {
+        Ok(scope) if !scope.is_empty() => Ok(scope),
+        Ok(_) => Err(OAuthError::invalid_scope(
+            "scope must name at least one scope token",
+        )),
+        Err(_) => Err(OAuthError::invalid_scope("malformed scope")),
     }
 }
 

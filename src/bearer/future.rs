@@ -9,7 +9,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::{Guard, Refusal};
+use super::guard::{Guard, Refusal};
 use crate::clock::Timestamp;
 use crate::response::{OAuthBody, ResponseBody};
 use crate::store::{StoreResult, TokenInfo};

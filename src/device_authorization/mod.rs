@@ -37,12 +37,12 @@ use serde::Serialize;
 
 use crate::client_auth::authenticated_form;
 use crate::clock::Timestamp;
+use crate::config::Shared;
 use crate::error::{json_response, ErrorCode, OAuthError};
-use crate::flow::Shared;
 use crate::grant::DeviceGrant;
 use crate::response::{endpoint_service, OAuthBody};
+use crate::scope::parse_requested;
 use crate::store::Store;
-use crate::token::parse_scope;
 
 /// How many user codes to draw before giving up on a (vanishingly unlikely) run of collisions.
 const USER_CODE_ATTEMPTS: usize = 8;
@@ -111,12 +111,18 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let config = &shared.config;
-    let (form, client) = authenticated_form(shared, req, config.device_authorization_auth).await?;
+    let (form, client) = authenticated_form(
+        &shared.store,
+        &config.body,
+        req,
+        config.device_authorization_auth,
+    )
+    .await?;
 
     // The scope is fixed here: later changes to the client never widen this grant.
     let scope = match form.get("scope")? {
         Some(s) => {
-            let requested = parse_scope(s)?;
+            let requested = parse_requested(s)?;
             if !requested.is_subset_of(client.allowed_scope()) {
                 return Err(OAuthError::invalid_scope(format!(
                     "scope not allowed for this client; allowed: {}",

@@ -12,10 +12,10 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{
-    Client, ClientRegistry, IssuedTokens, RefreshTokenRecord, Store, StoreResult, TokenInfo,
-    Versioned,
+use super::records::{
+    Client, ClientRegistry, IssuedTokens, RefreshTokenRecord, TokenInfo, Versioned,
 };
+use super::traits::{Store, StoreResult};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::grant::DeviceGrant;

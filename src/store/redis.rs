@@ -12,10 +12,10 @@ use ::redis::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{
-    Client, ClientRegistry, IssuedTokens, RefreshTokenRecord, Store, StoreError, StoreResult,
-    TokenInfo, Versioned,
+use super::records::{
+    Client, ClientRegistry, IssuedTokens, RefreshTokenRecord, TokenInfo, Versioned,
 };
+use super::traits::{Store, StoreError, StoreResult};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::grant::DeviceGrant;

@@ -56,15 +56,15 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use super::{
-    ClientId, IssuedTokens, RefreshTokenRecord, Store, StoreResult, Subject, TokenInfo, Versioned,
-};
+use super::records::{IssuedTokens, RefreshTokenRecord, TokenInfo, Versioned};
+use super::traits::{Store, StoreResult};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::codes::{
     AccessToken, DeviceCode, Digest, RefreshToken, UserCode, UserCodeFormat, UserCodeGenerator,
 };
 use crate::error::ErrorCode;
 use crate::grant::{DecideError, Decision, DeviceGrant, GrantStatus, PollOutcome};
+use crate::ids::{ClientId, Subject};
 use crate::scope::Scope;
 
 /// How many tasks race in the concurrency checks.

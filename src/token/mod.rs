@@ -38,18 +38,16 @@ use serde::Serialize;
 use crate::client_auth::authenticate;
 use crate::clock::Timestamp;
 use crate::codes::{AccessToken, Digest, RefreshToken};
+use crate::config::{Config, Shared};
 use crate::error::{json_response, ErrorCode, OAuthError};
-use crate::flow::{Config, Shared};
 use crate::form::{read_form, Form};
 use crate::grant::PollOutcome;
+use crate::ids::{ClientId, Subject};
 use crate::response::{endpoint_service, OAuthBody};
-use crate::scope::Scope;
-use crate::store::{Client, ClientId, IssuedTokens, RefreshTokenRecord, Store, Subject, TokenInfo};
+use crate::scope::{parse_requested, Scope};
+use crate::store::{Client, IssuedTokens, RefreshTokenRecord, Store, TokenInfo};
 
-/// The device code grant type (RFC 8628 3.4).
-pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-/// The refresh token grant type (RFC 6749 6).
-pub const REFRESH_TOKEN_GRANT_TYPE: &str = "refresh_token";
+pub use crate::grant::{DEVICE_CODE_GRANT_TYPE, REFRESH_TOKEN_GRANT_TYPE};
 
 /// How often a poll re-reads after losing a compare-and-swap before giving up. Every lost swap
 /// means another request made progress, so this bounds a burst of that many racing polls.
@@ -190,7 +188,7 @@ async fn refresh_token_grant<S: Store>(
     form: &Form,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let key = Digest::of(form.require("refresh_token")?.as_bytes());
-    let requested = form.get("scope")?.map(parse_scope).transpose()?;
+    let requested = form.get("scope")?.map(parse_requested).transpose()?;
     let now = shared.clock.now();
     let record = shared
         .store
@@ -235,17 +233,6 @@ async fn refresh_token_grant<S: Store>(
         Err(OAuthError::invalid_grant(
             "the refresh_token was already used",
         ))
-    }
-}
-
-/// Parses a requested `scope`: RFC 6749 3.3 syntax with at least one scope token.
-pub(crate) fn parse_scope(s: &str) -> Result<Scope, OAuthError> {
-    match Scope::parse(s) {
-        Ok(scope) if !scope.is_empty() => Ok(scope),
-        Ok(_) => Err(OAuthError::invalid_scope(
-            "scope must name at least one scope token",
-        )),
-        Err(_) => Err(OAuthError::invalid_scope("malformed scope")),
     }
 }
 

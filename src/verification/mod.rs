@@ -34,8 +34,6 @@
 //! # }
 //! ```
 
-mod page;
-
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
@@ -49,13 +47,11 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-pub use page::{
-    escape_html, BasicLogin, DefaultPage, EndUserResolver, FromExtensions, PageView,
-    VerificationPage,
-};
+pub use crate::end_user::{BasicLogin, EndUserResolver, FromExtensions};
+pub use crate::page::{escape_html, DefaultPage, PageView, VerificationPage};
 
 use crate::codes::Digest;
-use crate::flow::{AttemptLimit, Shared};
+use crate::config::{AttemptLimit, Shared};
 use crate::form::{check_form_post, read_body, Form};
 use crate::grant::{DecideError, Decision, DeviceGrant, GrantStatus};
 use crate::response::{OAuthBody, ResponseFuture};
@@ -162,7 +158,7 @@ impl Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
-        let e = crate::OAuthError::from(e);
+        let e = crate::error::OAuthError::from(e);
         let retry_after = (e.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
         Problem {
             retry_after,

@@ -1,0 +1,85 @@
+//! The configuration and state every endpoint and layer shares, built by
+//! [`DeviceFlowBuilder`](crate::DeviceFlowBuilder) and read by the services.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client_auth::ClientAuthMethods;
+use crate::clock::Clock;
+use crate::codes::{DeviceCodeGenerator, UserCodeGenerator};
+use crate::end_user::EndUserResolver;
+use crate::form::BodyLimits;
+use crate::page::VerificationPage;
+use crate::scope::Scope;
+
+/// Where the endpoints are served by [`DeviceFlow::endpoints_layer`](crate::DeviceFlow::endpoints_layer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    /// RFC 8628 device authorization endpoint. Default `/oauth/device_authorization`.
+    pub device_authorization: String,
+    /// RFC 6749 token endpoint. Default `/oauth/token`.
+    pub token: String,
+    /// The end user's verification page. Default `/device`.
+    pub verification: String,
+    /// RFC 7009 revocation endpoint. Default `/oauth/revoke`.
+    pub revocation: String,
+    /// RFC 7662 introspection endpoint. Default `/oauth/introspect`.
+    pub introspection: String,
+    /// RFC 8414 metadata. Default `/.well-known/oauth-authorization-server`.
+    pub metadata: String,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            device_authorization: "/oauth/device_authorization".into(),
+            token: "/oauth/token".into(),
+            verification: "/device".into(),
+            revocation: "/oauth/revoke".into(),
+            introspection: "/oauth/introspect".into(),
+            metadata: "/.well-known/oauth-authorization-server".into(),
+        }
+    }
+}
+
+/// Builds `verification_uri_complete` from the verification URI and the displayed user code.
+pub type CompleteUriFn = dyn Fn(&str, &str) -> String + Send + Sync;
+
+/// A limit on failed user-code entries: at most `max` failures per `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptLimit {
+    /// Failures allowed in one window.
+    pub max: u64,
+    /// The window, counted from the first failure.
+    pub window: Duration,
+}
+
+pub(crate) struct Config {
+    pub(crate) issuer: String,
+    pub(crate) verification_uri: String,
+    pub(crate) verification_uri_complete: Option<Arc<CompleteUriFn>>,
+    pub(crate) device_codes: Arc<dyn DeviceCodeGenerator>,
+    pub(crate) user_codes: Arc<dyn UserCodeGenerator>,
+    pub(crate) expires_in: Duration,
+    pub(crate) interval: Duration,
+    pub(crate) access_token_lifetime: Duration,
+    pub(crate) refresh_token_lifetime: Option<Duration>,
+    pub(crate) device_authorization_auth: ClientAuthMethods,
+    pub(crate) token_auth: ClientAuthMethods,
+    pub(crate) body: BodyLimits,
+    pub(crate) paths: Paths,
+    pub(crate) end_user: Arc<dyn EndUserResolver>,
+    pub(crate) page: Arc<dyn VerificationPage>,
+    pub(crate) per_user_attempts: AttemptLimit,
+    pub(crate) overall_attempts: Option<AttemptLimit>,
+    pub(crate) realm: String,
+    pub(crate) scopes_supported: Option<Scope>,
+    pub(crate) grants_per_client: Option<u64>,
+    pub(crate) grants_overall: Option<u64>,
+}
+
+pub(crate) struct Shared<S> {
+    pub(crate) store: S,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Config,
+}

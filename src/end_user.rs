@@ -1,0 +1,159 @@
+//! Who the end user is: the application's own login, as the verification page (and any other
+//! page an end user signs in to) sees it.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+
+use crate::codes::Digest;
+use crate::ids::Subject;
+
+/// Tells the verification service who the end user is, from the application's own login.
+///
+/// The default, [`FromExtensions`], reads a [`Subject`] that the application's login layer put
+/// in the request extensions. A closure `Fn(&Parts) -> Option<Subject>` works too.
+pub trait EndUserResolver: Send + Sync + 'static {
+    /// The signed-in end user, or `None` (answered 401).
+    fn end_user(&self, request: &Parts) -> Option<Subject>;
+
+    /// The `WWW-Authenticate` challenge sent with that 401, if the login is HTTP authentication
+    /// (for example `Basic realm="device"`, so a browser prompts for credentials).
+    fn challenge(&self) -> Option<HeaderValue> {
+        None
+    }
+}
+
+impl<F> EndUserResolver for F
+where
+    F: Fn(&Parts) -> Option<Subject> + Send + Sync + 'static,
+{
+    fn end_user(&self, request: &Parts) -> Option<Subject> {
+        self(request)
+    }
+}
+
+/// Reads the end user from a [`Subject`] in the request extensions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FromExtensions;
+
+impl EndUserResolver for FromExtensions {
+    fn end_user(&self, request: &Parts) -> Option<Subject> {
+        request.extensions.get::<Subject>().cloned()
+    }
+}
+
+/// End users who sign in with HTTP Basic (RFC 7617), checked by `verify(user, password)`.
+///
+/// Handy for internal tools, demos and tests; most applications instead resolve the user from
+/// their own session. The 401 carries a `Basic` challenge, so a browser asks for credentials.
+///
+/// ```
+/// use tower_device_flow::verification::BasicLogin;
+///
+/// // Fixed users, passwords compared in constant time:
+/// let login = BasicLogin::users("device", [("alice", "alice-password"), ("bob", "bob-password")]);
+/// // Or any check, for example against the application's user database:
+/// let login = BasicLogin::new("device", |user: &str, password: &str| user == "admin" && password == "hunter2");
+/// ```
+pub struct BasicLogin<F> {
+    verify: F,
+    challenge: HeaderValue,
+}
+
+impl<F> std::fmt::Debug for BasicLogin<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicLogin")
+            .field("challenge", &self.challenge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> BasicLogin<F>
+where
+    F: Fn(&str, &str) -> bool + Send + Sync + 'static,
+{
+    /// Users checked by `verify`, challenged with `Basic realm="{realm}"`.
+    pub fn new(realm: &str, verify: F) -> Self {
+        let realm: String = realm.chars().filter(|c| *c != '"' && *c != '\\').collect();
+        let challenge =
+            HeaderValue::try_from(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+                .unwrap_or(HeaderValue::from_static("Basic charset=\"UTF-8\""));
+        BasicLogin { verify, challenge }
+    }
+}
+
+impl BasicLogin<Box<dyn Fn(&str, &str) -> bool + Send + Sync>> {
+    /// A fixed list of users and passwords, compared in constant time.
+    pub fn users<I, U, P>(realm: &str, users: I) -> Self
+    where
+        I: IntoIterator<Item = (U, P)>,
+        U: Into<String>,
+        P: AsRef<str>,
+    {
+        let users: Vec<(String, Digest)> = users
+            .into_iter()
+            .map(|(u, p)| (u.into(), Digest::of(p.as_ref().as_bytes())))
+            .collect();
+        BasicLogin::new(
+            realm,
+            Box::new(move |user: &str, password: &str| {
+                let presented = Digest::of(password.as_bytes());
+                users.iter().any(|(u, p)| u == user && p.ct_eq(&presented))
+            }),
+        )
+    }
+}
+
+impl<F> EndUserResolver for BasicLogin<F>
+where
+    F: Fn(&str, &str) -> bool + Send + Sync + 'static,
+{
+    fn end_user(&self, request: &Parts) -> Option<Subject> {
+        let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, encoded) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = STANDARD.decode(encoded.trim()).ok()?;
+        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        (self.verify)(user, password).then(|| Subject::new(user))
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(self.challenge.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(auth: Option<&str>) -> Parts {
+        let mut b = http::Request::builder();
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn basic_login_checks_users() {
+        let login = BasicLogin::users("device", [("alice", "pw")]);
+        let ok = format!("Basic {}", STANDARD.encode("alice:pw"));
+        let bad = format!("Basic {}", STANDARD.encode("alice:nope"));
+        let other = format!("Basic {}", STANDARD.encode("bob:pw"));
+        assert_eq!(
+            login.end_user(&parts(Some(&ok))),
+            Some(Subject::new("alice"))
+        );
+        assert_eq!(login.end_user(&parts(Some(&bad))), None);
+        assert_eq!(login.end_user(&parts(Some(&other))), None);
+        assert_eq!(login.end_user(&parts(Some("Bearer x"))), None);
+        assert_eq!(login.end_user(&parts(None)), None);
+        assert_eq!(
+            login.challenge().unwrap(),
+            "Basic realm=\"device\", charset=\"UTF-8\""
+        );
+    }
+}
