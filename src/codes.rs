@@ -16,6 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::ids::GrantId;
+
 /// The SHA-256 digest of a secret: the only form in which stores keep codes and tokens.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Digest([u8; 32]);
@@ -138,10 +140,159 @@ secret!(
     /// An access token (RFC 6749 1.4), presented as a bearer token (RFC 6750).
     AccessToken
 );
-secret!(
-    /// A refresh token (RFC 6749 1.5); single use, rotated on every refresh.
-    RefreshToken
-);
+
+/// The secret that ties every refresh token of one grant together: 128 random bits, carried
+/// at the front of each of the grant's refresh tokens and nowhere else. The server never stores
+/// it; the grant is stored under its SHA-256-derived [`GrantId`]. A refresh token presented
+/// later thus names its grant even after it was rotated away, which is how reuse is caught
+/// (RFC 9700 4.14.2), and only someone who once held one of the grant's tokens can name it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FamilyKey([u8; 16]);
+
+impl FamilyKey {
+    /// A fresh random key, for a new grant.
+    pub fn generate() -> Self {
+        let mut key = [0u8; 16];
+        rand::rng().fill_bytes(&mut key);
+        FamilyKey(key)
+    }
+
+    /// The id of the grant this key belongs to: the first 16 bytes of its SHA-256 digest.
+    pub fn grant_id(&self) -> GrantId {
+        let digest = Sha256::digest(self.0);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        GrantId::from_bytes(id)
+    }
+}
+
+impl fmt::Debug for FamilyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FamilyKey(<redacted>)")
+    }
+}
+
+/// A refresh token (RFC 6749 1.5): single use, rotated on every refresh. 48 random bytes as
+/// unpadded base64url (64 characters): the grant's [`FamilyKey`], then 256 bits of its own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshToken(String);
+
+impl RefreshToken {
+    /// Wraps a value received from a client.
+    pub fn new(value: impl Into<String>) -> Self {
+        RefreshToken(value.into())
+    }
+
+    /// A fresh refresh token of the grant whose key is `family`.
+    pub fn generate(family: &FamilyKey) -> Self {
+        let mut bytes = [0u8; 48];
+        bytes[..16].copy_from_slice(&family.0);
+        rand::rng().fill_bytes(&mut bytes[16..]);
+        RefreshToken(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The secret itself, to hand to its owner. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The digest under which its grant remembers it.
+    pub fn digest(&self) -> Digest {
+        Digest::of(self.0.as_bytes())
+    }
+
+    /// The key of the grant the token claims to belong to, or `None` if it is not shaped like
+    /// one of this crate's refresh tokens (then it is unknown).
+    pub fn family(&self) -> Option<FamilyKey> {
+        Self::family_of(&self.0)
+    }
+
+    /// [`family`](Self::family) of a presented token string, without copying it.
+    pub fn family_of(presented: &str) -> Option<FamilyKey> {
+        if presented.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 48];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(presented.as_bytes(), &mut bytes)
+            .ok()?;
+        if n != 48 {
+            return None;
+        }
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&bytes[..16]);
+        Some(FamilyKey(key))
+    }
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshToken(<redacted>)")
+    }
+}
+
+/// The SHA-256 JWK thumbprint of a public key (RFC 7638): the `cnf.jkt` a DPoP-bound token is
+/// bound to (RFC 9449 6). Not a secret. Shown as unpadded base64url, as in `cnf.jkt`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Thumbprint([u8; 32]);
+
+impl Thumbprint {
+    /// A thumbprint from its 32 bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Thumbprint(bytes)
+    }
+
+    /// The thumbprint's 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses the unpadded base64url form (43 characters).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        if s.len() != 43 {
+            return None;
+        }
+        let mut buf = [0u8; 33];
+        let n = URL_SAFE_NO_PAD.decode_slice(s.as_bytes(), &mut buf).ok()?;
+        if n != 32 {
+            return None;
+        }
+        out.copy_from_slice(&buf[..32]);
+        Some(Thumbprint(out))
+    }
+
+    /// Compares two thumbprints in constant time.
+    pub fn ct_eq(&self, other: &Thumbprint) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Display for Thumbprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for Thumbprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Thumbprint({self})")
+    }
+}
+
+impl Serialize for Thumbprint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Thumbprint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <Cow<'de, str>>::deserialize(d)?;
+        Thumbprint::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected a base64url SHA-256 thumbprint"))
+    }
+}
 
 /// Produces device codes. The default is [`RandomDeviceCode`].
 pub trait DeviceCodeGenerator: Send + Sync + 'static {
@@ -362,11 +513,9 @@ mod tests {
     #[test]
     fn debug_never_prints_secrets() {
         let t = AccessToken::generate();
-        let printed = format!(
-            "{t:?} {:?} {:?}",
-            RefreshToken::generate(),
-            DeviceCode::generate()
-        );
+        let r = RefreshToken::generate(&FamilyKey::generate());
+        let printed = format!("{t:?} {r:?} {:?}", DeviceCode::generate());
+        assert!(!printed.contains(r.expose()));
         assert!(!printed.contains(t.expose()));
         assert!(printed.contains("<redacted>"));
         let code = UserCodeFormat::default().generate();
@@ -461,5 +610,36 @@ mod tests {
         assert!(UserCodeFormat::new("ab", 8, 4).is_none());
         assert!(UserCodeFormat::new("AB", 0, 4).is_none());
         assert!(UserCodeFormat::new("AB", 4, 0).is_some());
+    }
+
+    #[test]
+    fn refresh_tokens_carry_their_family() {
+        let key = FamilyKey::generate();
+        let a = RefreshToken::generate(&key);
+        let b = RefreshToken::generate(&key);
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), 64);
+        assert_eq!(a.family(), Some(key));
+        assert_eq!(b.family().map(|k| k.grant_id()), Some(key.grant_id()));
+        assert_ne!(FamilyKey::generate().grant_id(), key.grant_id());
+        for bad in [
+            "",
+            "short",
+            &"!".repeat(64),
+            &"A".repeat(63),
+            &"A".repeat(65),
+        ] {
+            assert_eq!(RefreshToken::new(bad).family(), None, "{bad:?}");
+        }
+        assert!(!format!("{key:?}").contains(&format!("{:?}", key.0)));
+    }
+
+    #[test]
+    fn thumbprints_round_trip() {
+        let t = Thumbprint::from_bytes([7; 32]);
+        assert_eq!(Thumbprint::parse(&t.to_string()), Some(t));
+        assert_eq!(Thumbprint::parse("abc"), None);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Thumbprint>(&json).unwrap(), t);
     }
 }

@@ -64,6 +64,7 @@ pub(crate) struct Config {
     pub(crate) interval: Duration,
     pub(crate) access_token_lifetime: Duration,
     pub(crate) refresh_token_lifetime: Option<Duration>,
+    pub(crate) refresh_grace: Duration,
     pub(crate) device_authorization_auth: ClientAuthMethods,
     pub(crate) token_auth: ClientAuthMethods,
     pub(crate) body: BodyLimits,

@@ -14,6 +14,7 @@ use crate::config::{Config, Shared};
 use crate::device_authorization::DeviceAuthorization;
 use crate::end_user::{EndUserResolver, FromExtensions};
 use crate::endpoints::EndpointsLayer;
+use crate::family::DEFAULT_REFRESH_GRACE;
 use crate::form::BodyLimits;
 use crate::introspection::Introspection;
 use crate::metadata::Metadata;
@@ -80,6 +81,7 @@ impl<S: Store> DeviceFlow<S> {
             interval: Duration::from_secs(5),
             access_token_lifetime: Duration::from_secs(3600),
             refresh_token_lifetime: Some(Duration::from_secs(30 * 24 * 3600)),
+            refresh_grace: DEFAULT_REFRESH_GRACE,
             device_authorization_auth: ClientAuthMethods::all(),
             token_auth: ClientAuthMethods::all(),
             body: BodyLimits::default(),
@@ -96,7 +98,7 @@ impl<S: Store> DeviceFlow<S> {
             }),
             realm: "api".into(),
             scopes_supported: None,
-            grants_per_client: Some(10_000),
+            grants_per_client: None,
             grants_overall: None,
         }
     }
@@ -184,6 +186,7 @@ pub struct DeviceFlowBuilder<S> {
     interval: Duration,
     access_token_lifetime: Duration,
     refresh_token_lifetime: Option<Duration>,
+    refresh_grace: Duration,
     device_authorization_auth: ClientAuthMethods,
     token_auth: ClientAuthMethods,
     body: BodyLimits,
@@ -258,6 +261,16 @@ impl<S: Store> DeviceFlowBuilder<S> {
     /// Refresh token lifetime (default 30 days); `None` issues no refresh tokens.
     pub fn refresh_token_lifetime(mut self, d: Option<Duration>) -> Self {
         self.refresh_token_lifetime = d;
+        self
+    }
+
+    /// How long after a refresh the refresh token it replaced may be presented once more and
+    /// still be answered, as the retry of a device that never received the reply (default
+    /// 30 s; zero for none). The retry gets a fresh pair and revokes the pair it replaces.
+    /// Past the grace period, or for any older token of the grant, a presented refresh token is
+    /// reuse: the whole grant is revoked (RFC 9700 4.14.2).
+    pub fn refresh_token_grace(mut self, d: Duration) -> Self {
+        self.refresh_grace = d;
         self
     }
 
@@ -354,9 +367,12 @@ impl<S: Store> DeviceFlowBuilder<S> {
     }
 
     /// At most this many device authorizations per client within one `expires_in` window
-    /// (default 10 000; `None` for no cap). Abandoned flows occupy the store until they
-    /// expire, so this bounds the memory one client can claim; past it the device
-    /// authorization endpoint answers 429 `temporarily_unavailable` with `Retry-After`.
+    /// (default: no cap). Beware: a public client's id ships in every device of a product, so
+    /// anyone can spend this budget and lock every device of the product out until the window
+    /// ends. Past it the device authorization endpoint answers 429 `temporarily_unavailable`
+    /// with the `Retry-After` of the window's end. The memory ceiling of the store (for
+    /// [`MemoryStore`](crate::MemoryStore), `max_pending_grants`) bounds memory without that
+    /// risk.
     pub fn max_grants_per_client(mut self, max: Option<u64>) -> Self {
         self.grants_per_client = max;
         self
@@ -388,6 +404,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     interval: self.interval,
                     access_token_lifetime: self.access_token_lifetime,
                     refresh_token_lifetime: self.refresh_token_lifetime,
+                    refresh_grace: self.refresh_grace,
                     device_authorization_auth: self.device_authorization_auth,
                     token_auth: self.token_auth,
                     body: self.body,

@@ -14,6 +14,7 @@
 //! decision means, and write the successor back with a compare-and-swap on its version. Whatever
 //! the backend, the rules are the ones in this file.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::error::ErrorCode;
-use crate::ids::{ClientId, Subject};
+use crate::ids::{Audience, ClientId, Subject};
 use crate::scope::Scope;
 
 /// The device code grant type (RFC 8628 3.4).
@@ -46,6 +47,8 @@ pub enum GrantStatus {
     Approved {
         /// The end user who approved.
         subject: Subject,
+        /// When they approved.
+        approved_at: Timestamp,
     },
     /// Denied by the end user.
     Denied,
@@ -61,8 +64,13 @@ pub struct DeviceGrant {
     pub client_id: ClientId,
     /// The scope fixed when the grant was created.
     pub scope: Scope,
+    /// The resources the tokens will be for (RFC 8707), fixed when the grant was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
     /// Digest of the user code, for the store's index.
     pub user_code: Digest,
+    /// When the device asked (shown to the end user, RFC 8628 5.4).
+    pub created_at: Timestamp,
     /// When the device code and user code stop being valid.
     pub expires_at: Timestamp,
     /// The minimum polling interval in seconds; grows with every `slow_down`.
@@ -71,6 +79,42 @@ pub struct DeviceGrant {
     pub last_poll: Option<Timestamp>,
     /// The end user's decision.
     pub status: GrantStatus,
+    /// Where the device authorization request came from, shown to the end user so that a
+    /// phished code (a request that is not theirs) stands out (RFC 8628 5.4). Boxed: most of
+    /// a grant's life is spent waiting, and an absent origin should cost one word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Box<RequestOrigin>>,
+}
+
+/// Where a device authorization request came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestOrigin {
+    /// The client's network address, as the server saw it (after trusted proxies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// The `User-Agent` the device sent, cut to [`RequestOrigin::MAX_USER_AGENT`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<Box<str>>,
+}
+
+impl RequestOrigin {
+    /// The longest user agent kept, in bytes; longer ones are cut at a character boundary.
+    pub const MAX_USER_AGENT: usize = 160;
+
+    /// An origin from an address and a user agent (cut to [`MAX_USER_AGENT`](Self::MAX_USER_AGENT)).
+    pub fn new(address: Option<IpAddr>, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent.filter(|ua| !ua.is_empty()).map(|ua| {
+            let mut end = ua.len().min(Self::MAX_USER_AGENT);
+            while !ua.is_char_boundary(end) {
+                end -= 1;
+            }
+            Box::from(&ua[..end])
+        });
+        RequestOrigin {
+            address,
+            user_agent,
+        }
+    }
 }
 
 /// What a poll of the token endpoint means for a grant.
@@ -93,6 +137,8 @@ pub enum PollOutcome {
         next: DeviceGrant,
         /// Who approved.
         subject: Subject,
+        /// When they approved.
+        approved_at: Timestamp,
         /// The scope the tokens carry.
         scope: Scope,
     },
@@ -131,12 +177,27 @@ impl DeviceGrant {
         DeviceGrant {
             client_id,
             scope,
+            audience: None,
             user_code,
+            created_at: now,
             expires_at: now.saturating_add(expires_in),
             interval: u32::try_from(interval.as_secs()).unwrap_or(u32::MAX),
             last_poll: None,
             status: GrantStatus::Pending,
+            origin: None,
         }
+    }
+
+    /// The grant for tokens meant for `audience` (RFC 8707).
+    pub fn with_audience(mut self, audience: Option<Audience>) -> Self {
+        self.audience = audience;
+        self
+    }
+
+    /// The grant with the request's origin recorded.
+    pub fn with_origin(mut self, origin: Option<RequestOrigin>) -> Self {
+        self.origin = origin.map(Box::new);
+        self
     }
 
     /// True once the codes have expired.
@@ -164,8 +225,12 @@ impl DeviceGrant {
             GrantStatus::Redeemed => PollOutcome::Refuse(ErrorCode::InvalidGrant),
             _ if self.is_expired(now) => PollOutcome::Refuse(ErrorCode::ExpiredToken),
             GrantStatus::Denied => PollOutcome::Refuse(ErrorCode::AccessDenied),
-            GrantStatus::Approved { subject } => PollOutcome::Issue {
+            GrantStatus::Approved {
+                subject,
+                approved_at,
+            } => PollOutcome::Issue {
                 subject: subject.clone(),
+                approved_at: *approved_at,
                 scope: self.scope.clone(),
                 next: DeviceGrant {
                     status: GrantStatus::Redeemed,
@@ -211,7 +276,10 @@ impl DeviceGrant {
             return Err(DecideError::Expired);
         }
         let status = match decision {
-            Decision::Approve(subject) => GrantStatus::Approved { subject },
+            Decision::Approve(subject) => GrantStatus::Approved {
+                subject,
+                approved_at: now,
+            },
             Decision::Deny => GrantStatus::Denied,
         };
         Ok(DeviceGrant {
@@ -298,11 +366,13 @@ mod tests {
             next,
             subject,
             scope,
+            approved_at,
         } = g.poll(&tv(), t(103))
         else {
             panic!()
         };
         assert_eq!(subject.as_str(), "alice");
+        assert_eq!(approved_at, t(102));
         assert_eq!(scope.as_str(), "profile");
         assert_eq!(next.status, GrantStatus::Redeemed);
         assert_eq!(
@@ -357,5 +427,23 @@ mod tests {
         );
         assert_eq!(grant().expires_in(t(100)), 600);
         assert_eq!(grant().retain_until(), t(1300));
+    }
+
+    #[test]
+    fn origins_keep_a_bounded_user_agent() {
+        let long = "é".repeat(200);
+        let o = RequestOrigin::new(None, Some(&long));
+        let ua = o.user_agent.unwrap();
+        assert!(
+            ua.len() <= RequestOrigin::MAX_USER_AGENT
+                && ua.len() >= RequestOrigin::MAX_USER_AGENT - 1
+        );
+        assert_eq!(RequestOrigin::new(None, Some("")).user_agent, None);
+        let g = grant().with_origin(Some(RequestOrigin::new(
+            "10.0.0.1".parse().ok(),
+            Some("tv/1.0"),
+        )));
+        let json = serde_json::to_string(&g).unwrap();
+        assert_eq!(serde_json::from_str::<DeviceGrant>(&json).unwrap(), g);
     }
 }

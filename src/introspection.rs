@@ -9,7 +9,6 @@ use http_body::Body;
 use serde::Serialize;
 
 use crate::client_auth::authenticated_form;
-use crate::codes::Digest;
 use crate::config::Shared;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::response::{endpoint_service, OAuthBody};
@@ -40,6 +39,12 @@ struct IntrospectionResponse<'a> {
     exp: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<&'a str>,
+    /// The resources the token is for (RFC 7662 2.2 `aud`), space-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    /// The grant the token belongs to (this server's own member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_id: Option<&'a str>,
 }
 
 async fn handle<S, B>(
@@ -63,31 +68,42 @@ where
             "introspection requires a confidential client",
         ));
     }
-    let digest = Digest::of(form.require("token")?.as_bytes());
+    let token = form.require("token")?;
     let now = shared.clock.now();
     let issuer = shared.config.issuer.as_str();
-    let found = find_token(&shared.store, &digest, form.get("token_type_hint")?, now).await?;
+    let found = find_token(&shared.store, token, form.get("token_type_hint")?, now).await?;
+    let grant_id;
     let body = match &found {
-        Some(FoundToken::Access(t)) if !t.is_expired(now) => IntrospectionResponse {
-            active: true,
-            scope: Some(t.scope.as_str()),
-            client_id: Some(t.client_id.as_str()),
-            username: Some(t.subject.as_str()),
-            sub: Some(t.subject.as_str()),
-            token_type: Some("Bearer"),
-            exp: Some(t.expires_at.as_unix_secs()),
-            iss: Some(issuer),
-        },
-        Some(FoundToken::Refresh(r)) if !r.is_expired(now) => IntrospectionResponse {
-            active: true,
-            scope: Some(r.scope.as_str()),
-            client_id: Some(r.client_id.as_str()),
-            username: Some(r.subject.as_str()),
-            sub: Some(r.subject.as_str()),
-            token_type: Some("refresh_token"),
-            exp: Some(r.expires_at.as_unix_secs()),
-            iss: Some(issuer),
-        },
+        Some(FoundToken::Access(_, t)) if !t.is_expired(now) => {
+            grant_id = t.grant_id.map(|g| g.to_string());
+            IntrospectionResponse {
+                active: true,
+                scope: Some(t.scope.as_str()),
+                client_id: Some(t.client_id.as_str()),
+                username: Some(t.subject.as_str()),
+                sub: Some(t.subject.as_str()),
+                token_type: Some("Bearer"),
+                exp: Some(t.expires_at.as_unix_secs()),
+                iss: Some(issuer),
+                aud: t.audience.as_ref().map(|a| a.as_str()),
+                grant_id: grant_id.as_deref(),
+            }
+        }
+        Some(FoundToken::Refresh(g)) => {
+            grant_id = Some(g.id.to_string());
+            IntrospectionResponse {
+                active: true,
+                scope: Some(g.scope.as_str()),
+                client_id: Some(g.client_id.as_str()),
+                username: Some(g.subject.as_str()),
+                sub: Some(g.subject.as_str()),
+                token_type: Some("refresh_token"),
+                exp: Some(g.expires_at.as_unix_secs()),
+                iss: Some(issuer),
+                aud: g.audience.as_ref().map(|a| a.as_str()),
+                grant_id: grant_id.as_deref(),
+            }
+        }
         _ => IntrospectionResponse::default(),
     };
     let json = serde_json::to_vec(&body)

@@ -106,6 +106,7 @@ pub mod device_authorization;
 mod end_user;
 pub mod endpoints;
 pub mod error;
+pub mod family;
 pub mod flow;
 pub mod form;
 pub mod grant;
@@ -124,23 +125,25 @@ pub use bearer::{RequireOAuth, RequireOAuthLayer, ScopeRequirement};
 pub use client_auth::{ClientAuthMethod, ClientAuthMethods};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use codes::{
-    AccessToken, DeviceCode, DeviceCodeGenerator, Digest, RandomDeviceCode, RefreshToken, UserCode,
-    UserCodeFormat, UserCodeGenerator,
+    AccessToken, DeviceCode, DeviceCodeGenerator, Digest, FamilyKey, RandomDeviceCode,
+    RefreshToken, Thumbprint, UserCode, UserCodeFormat, UserCodeGenerator,
 };
 pub use device_authorization::DeviceAuthorization;
 pub use endpoints::{Endpoints, EndpointsLayer};
 pub use error::{ErrorCode, OAuthError};
+pub use family::Grant;
 pub use flow::{AttemptLimit, DeviceFlow, DeviceFlowBuilder, Paths};
 pub use form::BodyLimits;
-pub use grant::{DeviceGrant, GrantStatus};
+pub use grant::{DeviceGrant, GrantStatus, RequestOrigin};
+pub use ids::{Audience, GrantId};
 pub use introspection::Introspection;
 pub use metadata::Metadata;
 pub use response::{OAuthBody, ResponseBody};
 pub use revocation::Revocation;
 pub use scope::Scope;
 pub use store::{
-    Client, ClientId, ClientRegistry, IssuedTokens, MemoryStore, RefreshTokenRecord, Store,
-    StoreError, StoreResult, Subject, TokenInfo, Versioned,
+    Client, ClientId, ClientRegistry, ClientSource, MemoryStore, Store, StoreError, StoreResult,
+    Subject, TokenInfo, Versioned,
 };
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreBuilder};

@@ -42,7 +42,7 @@ use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::grant::DeviceGrant;
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::parse_requested;
-use crate::store::Store;
+use crate::store::{Insert, Store};
 
 /// How many user codes to draw before giving up on a (vanishingly unlikely) run of collisions.
 const USER_CODE_ATTEMPTS: usize = 8;
@@ -65,7 +65,8 @@ struct DeviceAuthorizationResponse<'a> {
     interval: u64,
 }
 
-/// Counts the new grant against the per-client and overall caps, refusing it past either.
+/// Counts the new grant against the optional per-client and overall caps, refusing it past
+/// either with the truth about when the window ends.
 async fn admit<S: Store>(
     shared: &Shared<S>,
     client_id: &str,
@@ -73,29 +74,34 @@ async fn admit<S: Store>(
 ) -> Result<(), OAuthError> {
     let config = &shared.config;
     let window = config.expires_in;
-    let refuse = |what: &'static str| {
-        tracing::warn!(client_id, cap = what, "device authorization cap reached");
-        OAuthError::new(
-            ErrorCode::TemporarilyUnavailable,
-            format!("too many pending device authorizations {what}; retry later"),
-        )
-        .with_status(StatusCode::TOO_MANY_REQUESTS)
-        .with_retry_after(window.as_secs().clamp(1, 60))
-    };
-    if let Some(max) = config.grants_per_client {
-        let key = format!("grants:{client_id}");
-        if shared.store.increment_counter(&key, window, now).await? > max {
-            return Err(refuse("for this client"));
-        }
-    }
-    if let Some(max) = config.grants_overall {
-        if shared
-            .store
-            .increment_counter("grants:*", window, now)
-            .await?
-            > max
-        {
-            return Err(refuse("on this server"));
+    let caps = [
+        (
+            config.grants_per_client,
+            format!("grants:{client_id}"),
+            "for this client",
+        ),
+        (
+            config.grants_overall,
+            "grants:*".to_owned(),
+            "on this server",
+        ),
+    ];
+    for (max, key, what) in caps {
+        let Some(max) = max else { continue };
+        let count = shared.store.try_increment(&key, max, window, now).await?;
+        if !count.counted {
+            tracing::warn!(client_id, cap = what, "device authorization cap reached");
+            let wait = count
+                .resets_at
+                .saturating_duration_since(now)
+                .as_secs()
+                .max(1);
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                format!("too many device authorizations {what}; retry later"),
+            )
+            .with_status(StatusCode::TOO_MANY_REQUESTS)
+            .with_retry_after(wait));
         }
     }
     Ok(())
@@ -155,13 +161,27 @@ where
             config.expires_in,
             config.interval,
         );
-        if shared
+        match shared
             .store
-            .insert_grant(device_code.digest(), grant, now)
+            .insert_device_grant(device_code.digest(), grant, now)
             .await?
         {
-            user_code = Some(candidate);
-            break;
+            Insert::Inserted => {
+                user_code = Some(candidate);
+                break;
+            }
+            Insert::Taken => {}
+            Insert::Full { retry_after } => {
+                tracing::warn!(
+                    client_id = client.id().as_str(),
+                    "the store holds as many pending device grants as it may"
+                );
+                return Err(OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "too many pending device authorizations; retry later",
+                )
+                .with_retry_after(retry_after.as_secs().max(1)));
+            }
         }
     }
     let user_code = user_code.ok_or_else(|| {

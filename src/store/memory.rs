@@ -1,24 +1,33 @@
 //! [`MemoryStore`]: the embedded default store.
 //!
 //! Each table is split into shards, each behind its own mutex, so concurrent requests on
-//! different codes never wait on one another. Keys are SHA-256 digests, already uniformly
-//! random, so a shard is picked by one slice of the digest and the hash map hashes by another,
-//! with no rehashing. A shard drops its expired records during a write at most once per
-//! [`MemoryStoreBuilder::purge_every`], so memory stays bounded under a stream of abandoned
-//! flows, at amortized O(1) per operation. No lock is ever held while another is taken.
+//! different codes never wait on one another. Keys are SHA-256 digests (or ids derived from
+//! one), already uniformly random, so a shard is picked by one slice of the key and the hash
+//! map hashes by another, with no rehashing. A shard drops its expired records during a write
+//! at most once per [`MemoryStoreBuilder::purge_every`], so memory stays bounded under a stream
+//! of abandoned flows, at amortized O(1) per operation.
+//!
+//! No lock is ever held while another is taken. Where one primitive touches two tables, the
+//! writes are ordered so that no reader or racing writer can be left with a live token behind a
+//! revoked grant: a rotation stores its new access token before it swaps the grant (and takes
+//! it back if the swap fails), and a revocation deletes the access token the grant names once
+//! the grant is gone.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::records::{
-    Client, ClientRegistry, IssuedTokens, RefreshTokenRecord, TokenInfo, Versioned,
-};
+use super::clients::{ClientRegistry, ClientSource};
+use super::records::{Client, Count, Insert, IssuedGrant, TokenInfo, Versioned};
 use super::traits::{Store, StoreResult};
 use crate::clock::Timestamp;
-use crate::codes::Digest;
-use crate::grant::DeviceGrant;
+use crate::codes::{Digest, Thumbprint};
+use crate::family::{Grant, Rotation, Superseded};
+use crate::grant::{DeviceGrant, GrantStatus};
+use crate::ids::{Audience, ClientId, GrantId, Subject};
+use crate::scope::Scope;
 
 impl Hash for Digest {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -29,7 +38,7 @@ impl Hash for Digest {
     }
 }
 
-/// A hasher that passes a [`Digest`]'s own random bits through.
+/// A hasher that passes a key's own random bits through.
 #[derive(Default)]
 struct DigestHasher(u64);
 
@@ -48,9 +57,10 @@ impl Hasher for DigestHasher {
     }
 }
 
-/// The first 16 bytes of a digest: the key of the grant tables. Half a digest keeps table
-/// slots small (the grant table holds a record per abandoned flow); the other half is kept in
-/// the slot and compared, so two device codes can never be confused.
+/// Sixteen random bytes as a table key: the first half of a digest (the device-grant tables)
+/// or a grant id. Half a digest keeps table slots small (the grant table holds a record per
+/// abandoned flow); where the other half matters it is kept in the slot and compared, so two
+/// device codes can never be confused.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct HalfKey([u8; 16]);
 
@@ -59,6 +69,19 @@ impl Hash for HalfKey {
         let mut b = [0u8; 8];
         b.copy_from_slice(&self.0[..8]);
         state.write_u64(u64::from_le_bytes(b));
+    }
+}
+
+impl HalfKey {
+    fn shard(&self) -> usize {
+        // Bytes 8..16, independent of the bytes the hash map uses.
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[8..16]);
+        u64::from_le_bytes(b) as usize
+    }
+
+    fn of_grant(id: &GrantId) -> Self {
+        HalfKey(*id.as_bytes())
     }
 }
 
@@ -77,11 +100,103 @@ fn join(key: &HalfKey, rest: &[u8; 16]) -> Digest {
     Digest::from_bytes(d)
 }
 
-/// A stored grant, boxed so that the table's slots stay 24 bytes whatever the grant's size
-/// (a hash table keeps up to half its slots empty after it grows).
-struct GrantSlot {
+fn shard_of(d: &Digest) -> usize {
+    split(d).0.shard()
+}
+
+/// A stored device grant, boxed so that the table's slots stay 24 bytes whatever the grant's
+/// size (a hash table keeps up to half its slots empty after it grows).
+struct DeviceSlot {
     rest: [u8; 16],
+    /// Counted among the live pending grants (see [`Pending`]).
+    counted: bool,
     grant: Versioned<DeviceGrant>,
+}
+
+/// A stored grant, boxed for the same reason, in a compact form: the fields a grant rarely has
+/// (an audience, a DPoP key) share one optional box.
+struct GrantSlot {
+    version: u64,
+    client_id: ClientId,
+    subject: Subject,
+    scope: Scope,
+    approved_at: Timestamp,
+    last_used_at: Timestamp,
+    expires_at: Timestamp,
+    access_token: Digest,
+    refresh_token: Option<Digest>,
+    /// The superseded refresh token and when; `at == EPOCH` for none.
+    superseded: (Digest, Timestamp),
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Clone, Default)]
+struct Rare {
+    audience: Option<Audience>,
+    cnf: Option<Thumbprint>,
+}
+
+impl Rare {
+    fn boxed(audience: Option<Audience>, cnf: Option<Thumbprint>) -> Option<Box<Rare>> {
+        (audience.is_some() || cnf.is_some()).then(|| Box::new(Rare { audience, cnf }))
+    }
+}
+
+impl GrantSlot {
+    fn new(version: u64, g: Grant) -> Self {
+        GrantSlot {
+            version,
+            client_id: g.client_id,
+            subject: g.subject,
+            scope: g.scope,
+            approved_at: g.approved_at,
+            last_used_at: g.last_used_at,
+            expires_at: g.expires_at,
+            access_token: g.access_token,
+            refresh_token: g.refresh_token,
+            superseded: g
+                .superseded
+                .map_or((Digest::from_bytes([0; 32]), Timestamp::EPOCH), |s| {
+                    (s.refresh_token, s.at)
+                }),
+            rare: Rare::boxed(g.audience, g.cnf),
+        }
+    }
+
+    fn to_grant(&self, id: GrantId) -> Versioned<Grant> {
+        let rare = self.rare.as_deref().cloned().unwrap_or_default();
+        Versioned {
+            version: self.version,
+            record: Grant {
+                id,
+                client_id: self.client_id.clone(),
+                subject: self.subject.clone(),
+                scope: self.scope.clone(),
+                audience: rare.audience,
+                approved_at: self.approved_at,
+                last_used_at: self.last_used_at,
+                expires_at: self.expires_at,
+                access_token: self.access_token,
+                refresh_token: self.refresh_token,
+                superseded: (self.superseded.1 != Timestamp::EPOCH).then_some(Superseded {
+                    refresh_token: self.superseded.0,
+                    at: self.superseded.1,
+                }),
+                cnf: rare.cnf,
+            },
+        }
+    }
+}
+
+/// A stored access token. Who it acts for and for which client is its grant's, so the token
+/// keeps only what may differ from the grant (its own, possibly narrowed, scope) and the
+/// grant's id; a lookup joins the two. A token whose grant is gone is dead, whatever happens
+/// to the token's own record.
+struct AccessSlot {
+    grant: HalfKey,
+    scope: Scope,
+    expires_at: Timestamp,
+    rare: Option<Box<Rare>>,
 }
 
 /// Records that know when they may be dropped.
@@ -89,17 +204,17 @@ trait Expiring {
     fn drop_after(&self) -> Timestamp;
 }
 
-impl Expiring for Box<GrantSlot> {
+impl Expiring for Box<DeviceSlot> {
     fn drop_after(&self) -> Timestamp {
         self.grant.record.retain_until()
     }
 }
-impl Expiring for TokenInfo {
+impl Expiring for Box<GrantSlot> {
     fn drop_after(&self) -> Timestamp {
         self.expires_at
     }
 }
-impl Expiring for RefreshTokenRecord {
+impl Expiring for AccessSlot {
     fn drop_after(&self) -> Timestamp {
         self.expires_at
     }
@@ -118,6 +233,59 @@ impl Expiring for Counter {
     fn drop_after(&self) -> Timestamp {
         self.1
     }
+}
+/// A claimed one-time value: the digest's other half, and until when it is claimed.
+#[derive(Clone, Copy)]
+struct Claim([u8; 16], Timestamp);
+impl Expiring for Claim {
+    fn drop_after(&self) -> Timestamp {
+        self.1
+    }
+}
+/// The grants of one subject: almost always one, kept without a heap allocation.
+enum Ids {
+    One(GrantId),
+    Many(Vec<GrantId>),
+}
+impl Expiring for Ids {
+    fn drop_after(&self) -> Timestamp {
+        // Emptied entries are removed at once; live ones are never swept by time.
+        Timestamp::from_unix_millis(u64::MAX)
+    }
+}
+
+impl Ids {
+    fn to_vec(&self) -> Vec<GrantId> {
+        match self {
+            Ids::One(id) => vec![*id],
+            Ids::Many(ids) => ids.clone(),
+        }
+    }
+
+    fn push(&mut self, id: GrantId) {
+        match self {
+            Ids::One(first) => *self = Ids::Many(vec![*first, id]),
+            Ids::Many(ids) => ids.push(id),
+        }
+    }
+
+    /// Removes `id`; true if none is left.
+    fn remove(&mut self, id: &GrantId) -> bool {
+        match self {
+            Ids::One(first) => first == id,
+            Ids::Many(ids) => {
+                ids.retain(|i| i != id);
+                if let [only] = ids[..] {
+                    *self = Ids::One(only);
+                }
+                ids_empty(self)
+            }
+        }
+    }
+}
+
+fn ids_empty(ids: &Ids) -> bool {
+    matches!(ids, Ids::Many(v) if v.is_empty())
 }
 
 struct Shard<K, V, H> {
@@ -154,13 +322,29 @@ impl<K: Hash + Eq, V: Expiring, H: BuildHasher + Default> Table<K, V, H> {
     }
 
     /// Locks a shard for writing, first dropping its expired records if it is time to.
-    fn lock_for_write(&self, index: usize, now: Timestamp) -> MutexGuard<'_, Shard<K, V, H>> {
+    /// `on_drop` sees each record dropped.
+    fn lock_for_write_with(
+        &self,
+        index: usize,
+        now: Timestamp,
+        mut on_drop: impl FnMut(&V),
+    ) -> MutexGuard<'_, Shard<K, V, H>> {
         let mut shard = self.lock(index);
         if now >= shard.next_purge {
-            shard.map.retain(|_, v| v.drop_after() > now);
+            shard.map.retain(|_, v| {
+                let keep = v.drop_after() > now;
+                if !keep {
+                    on_drop(v);
+                }
+                keep
+            });
             shard.next_purge = now.saturating_add(self.purge_every);
         }
         shard
+    }
+
+    fn lock_for_write(&self, index: usize, now: Timestamp) -> MutexGuard<'_, Shard<K, V, H>> {
+        self.lock_for_write_with(index, now, |_| {})
     }
 
     fn len(&self) -> usize {
@@ -168,24 +352,42 @@ impl<K: Hash + Eq, V: Expiring, H: BuildHasher + Default> Table<K, V, H> {
     }
 }
 
-fn shard_of(d: &Digest) -> usize {
-    // Bytes 8..16, independent of the bytes the hash map uses.
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d.as_bytes()[8..16]);
-    u64::from_le_bytes(b) as usize
-}
-
 type DigestTable<V> = Table<Digest, V, BuildHasherDefault<DigestHasher>>;
 type HalfKeyTable<V> = Table<HalfKey, V, BuildHasherDefault<DigestHasher>>;
 
+/// The ceiling on live pending device grants, and the count against it.
+///
+/// A grant is counted from its insertion until it is decided, or until a sweep finds it
+/// expired or drops it; the count is exact (a slot records whether it is counted). When the
+/// ceiling is reached, one sweep of every shard (at most once a second) stops counting the
+/// grants that expired and learns when the earliest counted one will, which is the
+/// `Retry-After` the store answers with.
+struct Pending {
+    max: Option<usize>,
+    count: AtomicUsize,
+    /// Unix millis of the earliest expiry among counted grants, as of the last full sweep.
+    earliest: AtomicU64,
+    /// Unix millis before which no full sweep runs again.
+    next_sweep: AtomicU64,
+}
+
+impl Pending {
+    fn uncount(&self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Inner {
     clients: ClientRegistry,
-    grants: HalfKeyTable<Box<GrantSlot>>,
+    device_grants: HalfKeyTable<Box<DeviceSlot>>,
     user_codes: HalfKeyTable<IndexEntry>,
-    access: DigestTable<TokenInfo>,
-    refresh: DigestTable<RefreshTokenRecord>,
+    grants: HalfKeyTable<Box<GrantSlot>>,
+    subjects: Table<Subject, Ids, RandomState>,
+    access: DigestTable<AccessSlot>,
     counters: Table<Box<str>, Counter, RandomState>,
-    counter_shard: RandomState,
+    claims: HalfKeyTable<Claim>,
+    pending: Pending,
+    hash: RandomState,
 }
 
 /// The in-memory [`Store`]: sharded, O(1) per operation, expired records purged as it goes.
@@ -196,6 +398,7 @@ struct Inner {
 ///
 /// let store = MemoryStore::builder()
 ///     .client(Client::public("tv-app", Scope::parse("profile").unwrap()))
+///     .max_pending_grants(Some(100_000)) // the memory ceiling; answered 503 past it
 ///     .build();
 /// store.add_client(Client::confidential("cli", "secret", Scope::parse("email").unwrap()));
 /// ```
@@ -207,9 +410,9 @@ pub struct MemoryStore {
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
+            .field("device_grants", &self.inner.device_grants.len())
             .field("grants", &self.inner.grants.len())
             .field("access_tokens", &self.inner.access.len())
-            .field("refresh_tokens", &self.inner.refresh.len())
             .finish()
     }
 }
@@ -220,7 +423,12 @@ pub struct MemoryStoreBuilder {
     clients: Vec<Client>,
     shards: usize,
     purge_every: Duration,
+    max_pending: Option<usize>,
 }
+
+/// The default ceiling on live pending device grants: about 110 MB of grants at the measured
+/// ~300 bytes each, with the expired ones still kept for `expired_token` answers on top.
+pub const DEFAULT_MAX_PENDING_GRANTS: usize = 250_000;
 
 impl MemoryStoreBuilder {
     /// Registers a client.
@@ -241,18 +449,36 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// The most live pending device grants the store holds (default
+    /// [`DEFAULT_MAX_PENDING_GRANTS`]; `None` for no ceiling). Past it, device authorization
+    /// answers 503 `temporarily_unavailable` with a `Retry-After` of when the earliest pending
+    /// grant expires; room frees as grants are decided or expire. This bounds the memory a
+    /// flood of abandoned flows can take, whoever sends it.
+    pub fn max_pending_grants(mut self, max: Option<usize>) -> Self {
+        self.max_pending = max;
+        self
+    }
+
     /// The store.
     pub fn build(self) -> MemoryStore {
         let (n, every) = (self.shards, self.purge_every);
         MemoryStore {
             inner: Arc::new(Inner {
                 clients: ClientRegistry::new(self.clients),
-                grants: Table::new(n, every),
+                device_grants: Table::new(n, every),
                 user_codes: Table::new(n, every),
+                grants: Table::new(n, every),
+                subjects: Table::new(n, every),
                 access: Table::new(n, every),
-                refresh: Table::new(n, every),
                 counters: Table::new(n, every),
-                counter_shard: RandomState::new(),
+                claims: Table::new(n, every),
+                pending: Pending {
+                    max: self.max_pending,
+                    count: AtomicUsize::new(0),
+                    earliest: AtomicU64::new(0),
+                    next_sweep: AtomicU64::new(0),
+                },
+                hash: RandomState::new(),
             }),
         }
     }
@@ -265,21 +491,40 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A builder with no clients, 64 shards and a 30 s purge period.
+    /// A builder with no clients, 64 shards, a 30 s purge period and the default ceiling on
+    /// pending grants.
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             clients: Vec::new(),
             shards: 64,
             purge_every: Duration::from_secs(30),
+            max_pending: Some(DEFAULT_MAX_PENDING_GRANTS),
         }
     }
 
-    /// Registers (or replaces) a client at run time. Grants already issued keep their scope.
+    /// Registers a client at run time, or replaces (updates) the one with its id. Grants
+    /// already issued keep their scope.
     pub fn add_client(&self, client: Client) {
         self.inner.clients.add(client);
     }
 
-    /// Number of stored grants (including expired ones not yet purged).
+    /// Removes a client at run time: it can no longer authenticate, so it can neither redeem
+    /// nor refresh; revoke its grants to end them at once.
+    pub fn remove_client(&self, client_id: &str) -> Option<Client> {
+        self.inner.clients.remove(client_id)
+    }
+
+    /// Number of stored device grants (including expired ones not yet purged).
+    pub fn device_grant_count(&self) -> usize {
+        self.inner.device_grants.len()
+    }
+
+    /// Number of live pending device grants, as counted against the ceiling.
+    pub fn pending_grant_count(&self) -> usize {
+        self.inner.pending.count.load(Ordering::Relaxed)
+    }
+
+    /// Number of stored grants (approved devices; including expired ones not yet purged).
     pub fn grant_count(&self) -> usize {
         self.inner.grants.len()
     }
@@ -289,43 +534,137 @@ impl MemoryStore {
         self.inner.access.len()
     }
 
-    /// Number of stored refresh tokens (including expired ones not yet purged).
-    pub fn refresh_token_count(&self) -> usize {
-        self.inner.refresh.len()
+    fn hash_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        self.inner.hash.hash_one(key) as usize
     }
 
-    fn store_tokens(&self, issue: IssuedTokens, now: Timestamp) {
-        let (digest, info) = issue.access;
+    /// Reserves a place among the live pending grants, or says when to come back.
+    fn reserve_pending(&self, now: Timestamp) -> Result<(), Duration> {
+        let pending = &self.inner.pending;
+        let Some(max) = pending.max else {
+            pending.count.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        for attempt in 0..2 {
+            if pending.count.fetch_add(1, Ordering::Relaxed) < max {
+                return Ok(());
+            }
+            pending.uncount();
+            if attempt == 0 && !self.sweep_pending(now) {
+                break;
+            }
+        }
+        let earliest = Timestamp::from_unix_millis(pending.earliest.load(Ordering::Relaxed));
+        Err(earliest
+            .saturating_duration_since(now)
+            .max(Duration::from_secs(1)))
+    }
+
+    /// Sweeps every device-grant shard: drops what may be dropped, stops counting grants that
+    /// expired, and records the earliest expiry among those still counted. At most once a
+    /// second; false if it did not run.
+    fn sweep_pending(&self, now: Timestamp) -> bool {
+        let pending = &self.inner.pending;
+        let due = pending.next_sweep.load(Ordering::Relaxed);
+        if now.as_unix_millis() < due
+            || pending
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now.saturating_add(Duration::from_secs(1)).as_unix_millis(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return false;
+        }
+        let mut earliest = u64::MAX;
+        let table = &self.inner.device_grants;
+        for i in 0..table.shards.len() {
+            let mut shard = table.lock(i);
+            shard.map.retain(|_, slot| {
+                if slot.counted && slot.grant.record.is_expired(now) {
+                    slot.counted = false;
+                    pending.uncount();
+                }
+                if slot.counted {
+                    earliest = earliest.min(slot.grant.record.expires_at.as_unix_millis());
+                }
+                slot.drop_after() > now
+            });
+        }
+        pending.earliest.store(earliest, Ordering::Relaxed);
+        true
+    }
+
+    fn remove_access(&self, token: &Digest) -> bool {
+        self.inner
+            .access
+            .lock(shard_of(token))
+            .map
+            .remove(token)
+            .is_some()
+    }
+
+    fn store_access(&self, grant: &GrantId, digest: Digest, info: TokenInfo, now: Timestamp) {
+        let slot = AccessSlot {
+            grant: HalfKey::of_grant(grant),
+            scope: info.scope,
+            expires_at: info.expires_at,
+            rare: Rare::boxed(info.audience, info.cnf),
+        };
         self.inner
             .access
             .lock_for_write(shard_of(&digest), now)
             .map
-            .insert(digest, info);
-        if let Some((digest, record)) = issue.refresh {
-            self.inner
-                .refresh
-                .lock_for_write(shard_of(&digest), now)
-                .map
-                .insert(digest, record);
+            .insert(digest, slot);
+    }
+
+    fn index_subject(&self, subject: &Subject, id: GrantId, now: Timestamp) {
+        let mut shard = self
+            .inner
+            .subjects
+            .lock_for_write(self.hash_of(subject), now);
+        match shard.map.get_mut(subject) {
+            Some(ids) => ids.push(id),
+            None => {
+                shard.map.insert(subject.clone(), Ids::One(id));
+            }
         }
     }
 
-    fn counter_shard(&self, key: &str) -> usize {
-        self.inner.counter_shard.hash_one(key) as usize
+    fn unindex_subject(&self, subject: &Subject, id: &GrantId) {
+        let mut shard = self.inner.subjects.lock(self.hash_of(subject));
+        if shard.map.get_mut(subject).is_some_and(|ids| ids.remove(id)) {
+            shard.map.remove(subject);
+        }
+    }
+
+    /// Removes a grant and returns it; the caller deletes its access token and index entry.
+    fn take_grant(&self, id: &GrantId) -> Option<Box<GrantSlot>> {
+        let key = HalfKey::of_grant(id);
+        self.inner.grants.lock(key.shard()).map.remove(&key)
+    }
+}
+
+impl ClientSource for MemoryStore {
+    async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+        Ok(self.inner.clients.get(client_id))
     }
 }
 
 impl Store for MemoryStore {
-    async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
-        Ok(self.inner.clients.get(client_id))
-    }
-
-    async fn insert_grant(
+    async fn insert_device_grant(
         &self,
         device_code: Digest,
         grant: DeviceGrant,
         now: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Insert> {
+        if let Err(retry_after) = self.reserve_pending(now) {
+            return Ok(Insert::Full { retry_after });
+        }
+        let pending = &self.inner.pending;
         let drop_after = grant.retain_until();
         let user_shard = shard_of(&grant.user_code);
         let (user_key, _) = split(&grant.user_code);
@@ -338,44 +677,54 @@ impl Store for MemoryStore {
                 .get(&user_key)
                 .is_some_and(|e| e.drop_after() > now)
             {
-                return Ok(false);
+                pending.uncount();
+                return Ok(Insert::Taken);
             }
             index
                 .map
                 .insert(user_key, IndexEntry(device_key, drop_after));
         }
-        let mut grants = self
-            .inner
-            .grants
-            .lock_for_write(shard_of(&device_code), now);
+        let uncount = |slot: &Box<DeviceSlot>| {
+            if slot.counted {
+                pending.uncount();
+            }
+        };
+        let mut grants =
+            self.inner
+                .device_grants
+                .lock_for_write_with(device_key.shard(), now, uncount);
         if grants
             .map
             .get(&device_key)
             .is_some_and(|g| g.drop_after() > now)
         {
             drop(grants);
+            pending.uncount();
             // Give back the user code; a device code collision means a broken generator.
             self.inner.user_codes.lock(user_shard).map.remove(&user_key);
-            return Ok(false);
+            return Ok(Insert::Taken);
         }
-        let slot = GrantSlot {
+        let slot = DeviceSlot {
             rest,
+            counted: true,
             grant: Versioned {
                 version: 0,
                 record: grant,
             },
         };
-        grants.map.insert(device_key, Box::new(slot));
-        Ok(true)
+        if let Some(old) = grants.map.insert(device_key, Box::new(slot)) {
+            uncount(&old);
+        }
+        Ok(Insert::Inserted)
     }
 
-    async fn grant(
+    async fn device_grant(
         &self,
         device_code: &Digest,
         now: Timestamp,
     ) -> StoreResult<Option<Versioned<DeviceGrant>>> {
         let (key, rest) = split(device_code);
-        let grants = self.inner.grants.lock(shard_of(device_code));
+        let grants = self.inner.device_grants.lock(key.shard());
         Ok(grants
             .map
             .get(&key)
@@ -383,22 +732,20 @@ impl Store for MemoryStore {
             .map(|slot| slot.grant.clone()))
     }
 
-    async fn grant_by_user_code(
+    async fn device_grant_by_user_code(
         &self,
         user_code: &Digest,
         now: Timestamp,
     ) -> StoreResult<Option<(Digest, Versioned<DeviceGrant>)>> {
         let (user_key, _) = split(user_code);
         let device_key = {
-            let index = self.inner.user_codes.lock(shard_of(user_code));
+            let index = self.inner.user_codes.lock(user_key.shard());
             match index.map.get(&user_key) {
                 Some(e) if e.drop_after() > now => e.0,
                 _ => return Ok(None),
             }
         };
-        // A half key holds the bytes that pick the shard.
-        let shard = shard_of(&join(&device_key, &[0; 16]));
-        let grants = self.inner.grants.lock(shard);
+        let grants = self.inner.device_grants.lock(device_key.shard());
         Ok(grants
             .map
             .get(&device_key)
@@ -406,130 +753,315 @@ impl Store for MemoryStore {
             .map(|slot| (join(&device_key, &slot.rest), slot.grant.clone())))
     }
 
-    async fn replace_grant(
+    async fn replace_device_grant(
         &self,
         device_code: &Digest,
         expected_version: u64,
         grant: DeviceGrant,
-        issue: Option<IssuedTokens>,
+        issue: Option<IssuedGrant>,
         now: Timestamp,
     ) -> StoreResult<bool> {
         {
             let (key, rest) = split(device_code);
-            let mut grants = self.inner.grants.lock_for_write(shard_of(device_code), now);
+            let pending = &self.inner.pending;
+            let mut grants =
+                self.inner
+                    .device_grants
+                    .lock_for_write_with(key.shard(), now, |slot| {
+                        if slot.counted {
+                            pending.uncount();
+                        }
+                    });
             match grants.map.get_mut(&key) {
                 Some(slot) if slot.rest == rest && slot.grant.version == expected_version => {
+                    if slot.counted && grant.status != GrantStatus::Pending {
+                        slot.counted = false;
+                        pending.uncount();
+                    }
                     slot.grant.version += 1;
                     slot.grant.record = grant;
                 }
                 _ => return Ok(false),
             }
         }
-        // The swap above is the exactly-once decision; the tokens are stored before the caller
-        // can hand them out.
-        if let Some(issue) = issue {
-            self.store_tokens(issue, now);
+        // The swap above is the exactly-once decision; the grant and its token are stored
+        // before the caller can hand the token out.
+        if let Some(IssuedGrant { grant, access }) = issue {
+            let id = grant.id;
+            let subject = grant.subject.clone();
+            self.store_access(&id, grant.access_token, access, now);
+            let key = HalfKey::of_grant(&id);
+            self.inner
+                .grants
+                .lock_for_write(key.shard(), now)
+                .map
+                .insert(key, Box::new(GrantSlot::new(0, grant)));
+            self.index_subject(&subject, id, now);
         }
         Ok(true)
     }
 
-    async fn access_token(
-        &self,
-        token: &Digest,
-        _now: Timestamp,
-    ) -> StoreResult<Option<TokenInfo>> {
-        let access = self.inner.access.lock(shard_of(token));
-        Ok(access.map.get(token).cloned())
+    async fn grant(&self, id: &GrantId, now: Timestamp) -> StoreResult<Option<Versioned<Grant>>> {
+        let key = HalfKey::of_grant(id);
+        let grants = self.inner.grants.lock(key.shard());
+        Ok(grants
+            .map
+            .get(&key)
+            .filter(|slot| slot.expires_at > now)
+            .map(|slot| slot.to_grant(*id)))
     }
 
-    async fn refresh_token(
+    async fn replace_grant(
         &self,
-        token: &Digest,
-        _now: Timestamp,
-    ) -> StoreResult<Option<RefreshTokenRecord>> {
-        let refresh = self.inner.refresh.lock(shard_of(token));
-        Ok(refresh.map.get(token).cloned())
-    }
-
-    async fn rotate_refresh_token(
-        &self,
-        old: &Digest,
-        issue: IssuedTokens,
+        id: &GrantId,
+        expected_version: u64,
+        rotation: Rotation,
+        access: TokenInfo,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let removed = self
-            .inner
-            .refresh
-            .lock_for_write(shard_of(old), now)
-            .map
-            .remove(old);
-        let Some(old_record) = removed else {
-            return Ok(false);
-        };
-        self.inner
-            .access
-            .lock(shard_of(&old_record.access_token))
-            .map
-            .remove(&old_record.access_token);
-        self.store_tokens(issue, now);
-        Ok(true)
-    }
-
-    async fn revoke_access_token(&self, token: &Digest) -> StoreResult<bool> {
-        Ok(self
-            .inner
-            .access
-            .lock(shard_of(token))
-            .map
-            .remove(token)
-            .is_some())
-    }
-
-    async fn revoke_refresh_token(&self, token: &Digest) -> StoreResult<bool> {
-        let removed = self.inner.refresh.lock(shard_of(token)).map.remove(token);
-        match removed {
-            Some(record) => {
-                self.inner
-                    .access
-                    .lock(shard_of(&record.access_token))
-                    .map
-                    .remove(&record.access_token);
-                Ok(true)
+        let Rotation { next, revoke } = rotation;
+        let new_access = next.access_token;
+        // The new token first: a revocation that removes the grant after the swap below then
+        // finds and deletes it.
+        self.store_access(id, new_access, access, now);
+        let key = HalfKey::of_grant(id);
+        let swapped = {
+            let mut grants = self.inner.grants.lock_for_write(key.shard(), now);
+            match grants.map.get_mut(&key) {
+                Some(slot) if slot.version == expected_version && slot.expires_at > now => {
+                    **slot = GrantSlot::new(expected_version + 1, next);
+                    true
+                }
+                _ => false,
             }
-            None => Ok(false),
+        };
+        if swapped {
+            self.remove_access(&revoke);
+        } else {
+            self.remove_access(&new_access);
         }
+        Ok(swapped)
     }
 
-    async fn increment_counter(
+    async fn revoke_grant(&self, id: &GrantId, _now: Timestamp) -> StoreResult<Option<Grant>> {
+        let Some(slot) = self.take_grant(id) else {
+            return Ok(None);
+        };
+        // The grant is gone, so no rotation can swap in another token: the one it names is
+        // the last.
+        self.remove_access(&slot.access_token);
+        self.unindex_subject(&slot.subject, id);
+        Ok(Some(slot.to_grant(*id).record))
+    }
+
+    async fn grants_of(&self, subject: &Subject, now: Timestamp) -> StoreResult<Vec<Grant>> {
+        let ids = {
+            let shard = self.inner.subjects.lock(self.hash_of(subject));
+            shard.map.get(subject).map(Ids::to_vec).unwrap_or_default()
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(g) = self.grant(&id, now).await? {
+                out.push(g.record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn revoke_grants_of(&self, subject: &Subject, now: Timestamp) -> StoreResult<Vec<Grant>> {
+        let ids = {
+            let shard = self.inner.subjects.lock(self.hash_of(subject));
+            shard.map.get(subject).map(Ids::to_vec).unwrap_or_default()
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(g) = self.revoke_grant(&id, now).await? {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn access_token(&self, token: &Digest, now: Timestamp) -> StoreResult<Option<TokenInfo>> {
+        let (grant, scope, expires_at, rare) = {
+            let access = self.inner.access.lock(shard_of(token));
+            match access.map.get(token) {
+                Some(a) => (a.grant, a.scope.clone(), a.expires_at, a.rare.clone()),
+                None => return Ok(None),
+            }
+        };
+        let grants = self.inner.grants.lock(grant.shard());
+        let Some(g) = grants.map.get(&grant).filter(|g| g.expires_at > now) else {
+            return Ok(None);
+        };
+        let rare = rare.map(|r| *r).unwrap_or_default();
+        Ok(Some(TokenInfo {
+            subject: g.subject.clone(),
+            client_id: g.client_id.clone(),
+            scope,
+            expires_at,
+            grant_id: Some(GrantId::from_bytes(grant.0)),
+            audience: rare.audience,
+            cnf: rare.cnf,
+        }))
+    }
+
+    async fn revoke_access_token(&self, token: &Digest, _now: Timestamp) -> StoreResult<bool> {
+        Ok(self.remove_access(token))
+    }
+
+    async fn try_increment(
         &self,
         key: &str,
+        max: u64,
         window: Duration,
         now: Timestamp,
-    ) -> StoreResult<u64> {
-        let mut shard = self
-            .inner
-            .counters
-            .lock_for_write(self.counter_shard(key), now);
+    ) -> StoreResult<Count> {
+        let mut shard = self.inner.counters.lock_for_write(self.hash_of(key), now);
+        let fresh = Counter(0, now.saturating_add(window));
         // Look up before inserting so the hot path allocates no key.
-        let fresh = Counter(1, now.saturating_add(window));
-        match shard.map.get_mut(key) {
-            Some(c) if c.1 > now => {
-                c.0 += 1;
-                Ok(c.0)
-            }
+        let counter = match shard.map.get_mut(key) {
+            Some(c) if c.1 > now => c,
             Some(c) => {
                 *c = fresh;
-                Ok(1)
+                c
             }
-            None => {
-                shard.map.insert(Box::from(key), fresh);
-                Ok(1)
+            None => shard.map.entry(Box::from(key)).or_insert(fresh),
+        };
+        let counted = counter.0 < max;
+        if counted {
+            counter.0 += 1;
+        }
+        Ok(Count {
+            counted,
+            value: counter.0,
+            resets_at: counter.1,
+        })
+    }
+
+    async fn decrement(&self, key: &str, now: Timestamp) -> StoreResult<()> {
+        let mut shard = self.inner.counters.lock(self.hash_of(key));
+        if let Some(c) = shard.map.get_mut(key).filter(|c| c.1 > now) {
+            c.0 = c.0.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    async fn claim_once(
+        &self,
+        key: &Digest,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let (half, rest) = split(key);
+        let mut shard = self.inner.claims.lock_for_write(half.shard(), now);
+        match shard.map.get(&half) {
+            Some(c) if c.1 > now && c.0 == rest => Ok(false),
+            _ => {
+                shard.map.insert(half, Claim(rest, until));
+                Ok(true)
             }
         }
     }
 
-    async fn counter(&self, key: &str, now: Timestamp) -> StoreResult<u64> {
-        let shard = self.inner.counters.lock(self.counter_shard(key));
-        Ok(shard.map.get(key).filter(|c| c.1 > now).map_or(0, |c| c.0))
+    async fn pending_device_grants(&self, _now: Timestamp) -> StoreResult<Option<u64>> {
+        Ok(Some(self.pending_grant_count() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::UserCode;
+
+    fn t(secs: u64) -> Timestamp {
+        Timestamp::from_unix_millis(secs * 1000)
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn pending(n: u64, now: Timestamp, expires_in: u64) -> (Digest, DeviceGrant) {
+        let user = UserCode::from_normalized(format!("CODE{n}"));
+        let grant = DeviceGrant::new(
+            ClientId::new("tv"),
+            Scope::parse("profile").unwrap(),
+            user.digest(),
+            now,
+            Duration::from_secs(expires_in),
+            Duration::from_secs(5),
+        );
+        (Digest::of(format!("device{n}").as_bytes()), grant)
+    }
+
+    #[test]
+    fn the_ceiling_refuses_then_frees_room_as_grants_expire() {
+        block(async {
+            let store = MemoryStore::builder().max_pending_grants(Some(3)).build();
+            for n in 0..3 {
+                let (d, g) = pending(n, t(1000 + n), 600);
+                assert_eq!(
+                    store.insert_device_grant(d, g, t(1000 + n)).await.unwrap(),
+                    Insert::Inserted
+                );
+            }
+            let (d, g) = pending(9, t(1010), 600);
+            // Full: come back when the earliest (inserted at 1000, 600 s) expires.
+            assert_eq!(
+                store
+                    .insert_device_grant(d, g.clone(), t(1010))
+                    .await
+                    .unwrap(),
+                Insert::Full {
+                    retry_after: Duration::from_secs(590)
+                }
+            );
+            assert_eq!(store.pending_grant_count(), 3);
+            // Once the first two expired, there is room again.
+            assert_eq!(
+                store.insert_device_grant(d, g, t(1601)).await.unwrap(),
+                Insert::Inserted
+            );
+            assert_eq!(store.pending_grant_count(), 2);
+        });
+    }
+
+    #[test]
+    fn deciding_a_grant_frees_its_place() {
+        block(async {
+            let store = MemoryStore::builder().max_pending_grants(Some(1)).build();
+            let (d, g) = pending(1, t(1000), 600);
+            store
+                .insert_device_grant(d, g.clone(), t(1000))
+                .await
+                .unwrap();
+            let denied = g.decide(crate::grant::Decision::Deny, t(1001)).unwrap();
+            assert!(store
+                .replace_device_grant(&d, 0, denied, None, t(1001))
+                .await
+                .unwrap());
+            assert_eq!(store.pending_grant_count(), 0);
+            let (d2, g2) = pending(2, t(1002), 600);
+            assert_eq!(
+                store.insert_device_grant(d2, g2, t(1002)).await.unwrap(),
+                Insert::Inserted
+            );
+        });
+    }
+
+    #[test]
+    fn subject_index_keeps_one_id_inline() {
+        let a = GrantId::from_bytes([1; 16]);
+        let b = GrantId::from_bytes([2; 16]);
+        let mut ids = Ids::One(a);
+        ids.push(b);
+        assert_eq!(ids.to_vec(), vec![a, b]);
+        assert!(!ids.remove(&a));
+        assert!(matches!(ids, Ids::One(x) if x == b));
+        assert!(ids.remove(&b));
     }
 }

@@ -1,14 +1,16 @@
-//! The records a [`Store`](super::Store) keeps: clients, access and refresh tokens.
+//! The records a [`Store`](super::Store) keeps besides grants: clients and access tokens, and
+//! the small answers of its primitives.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::codes::Digest;
-use crate::ids::{ClientId, Subject};
+use crate::codes::{Digest, Thumbprint};
+use crate::family::Grant;
+use crate::ids::{Audience, ClientId, GrantId, Subject};
 use crate::scope::Scope;
 
 /// A registered client (RFC 6749 2).
@@ -119,41 +121,10 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Clients registered in this process: what stores that keep clients in memory (rather than in
-/// their database) use to answer [`Store::client`](super::Store::client).
-#[derive(Debug, Default)]
-pub struct ClientRegistry {
-    clients: RwLock<HashMap<Box<str>, Client>>,
-}
-
-impl ClientRegistry {
-    /// A registry holding `clients`.
-    pub fn new(clients: impl IntoIterator<Item = Client>) -> Self {
-        let registry = ClientRegistry::default();
-        for c in clients {
-            registry.add(c);
-        }
-        registry
-    }
-
-    /// Registers (or replaces) a client. Grants already issued keep their scope.
-    pub fn add(&self, client: Client) {
-        // A panic elsewhere cannot leave the map half-written (every write is one insert), so a
-        // poisoned lock is safe to keep using.
-        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
-        clients.insert(Box::from(client.id().as_str()), client);
-    }
-
-    /// The client registered as `client_id`.
-    pub fn get(&self, client_id: &str) -> Option<Client> {
-        let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
-        clients.get(client_id).cloned()
-    }
-}
-
 /// What an access token stands for. The bearer layer puts it in the request extensions of the
 /// inner service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TokenInfo {
     /// The end user who approved.
     pub subject: Subject,
@@ -163,44 +134,95 @@ pub struct TokenInfo {
     pub scope: Scope,
     /// When the token stops being valid.
     pub expires_at: Timestamp,
+    /// The grant the token belongs to. Always known for tokens this crate issued; a token
+    /// verified by another authorization server's introspection may not name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<GrantId>,
+    /// The resources the token is for (`aud`, RFC 8707), if it is restricted to some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
+    /// The DPoP key the token is bound to (`cnf.jkt`, RFC 9449 6), if it is bound: then it is
+    /// accepted only with a proof of possession of that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Thumbprint>,
 }
 
 impl TokenInfo {
+    /// A token for `subject` and `client_id` with `scope`, valid until `expires_at`, not bound to
+    /// a grant, an audience or a key (add them with the `with_*` methods).
+    pub fn new(subject: Subject, client_id: ClientId, scope: Scope, expires_at: Timestamp) -> Self {
+        TokenInfo {
+            subject,
+            client_id,
+            scope,
+            expires_at,
+            grant_id: None,
+            audience: None,
+            cnf: None,
+        }
+    }
+
+    /// The token, belonging to grant `id`.
+    pub fn with_grant_id(mut self, id: Option<GrantId>) -> Self {
+        self.grant_id = id;
+        self
+    }
+
+    /// The token, meant for `audience`.
+    pub fn with_audience(mut self, audience: Option<Audience>) -> Self {
+        self.audience = audience;
+        self
+    }
+
+    /// The token, bound to the DPoP key `cnf`.
+    pub fn with_cnf(mut self, cnf: Option<Thumbprint>) -> Self {
+        self.cnf = cnf;
+        self
+    }
+
     /// True once the token has expired.
     pub fn is_expired(&self, now: Timestamp) -> bool {
         now >= self.expires_at
     }
 }
 
-/// What a refresh token stands for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefreshTokenRecord {
-    /// The end user who approved.
-    pub subject: Subject,
-    /// The client the token was issued to; only it may redeem it.
-    pub client_id: ClientId,
-    /// The scope of the original grant: a refresh may narrow it, never widen it.
-    pub scope: Scope,
-    /// When the token stops being valid.
-    pub expires_at: Timestamp,
-    /// Digest of the access token issued alongside, revoked with it.
-    pub access_token: Digest,
-}
-
-impl RefreshTokenRecord {
-    /// True once the token has expired.
-    pub fn is_expired(&self, now: Timestamp) -> bool {
-        now >= self.expires_at
-    }
-}
-
-/// The tokens of one token response, as stored: an access token and, usually, a refresh token.
+/// What a redemption stores in the same step as it marks the device grant redeemed: the new
+/// [`Grant`] and its first access token, stored under `grant.access_token`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuedTokens {
-    /// Digest and record of the access token.
-    pub access: (Digest, TokenInfo),
-    /// Digest and record of the refresh token, if one is issued.
-    pub refresh: Option<(Digest, RefreshTokenRecord)>,
+pub struct IssuedGrant {
+    /// The new grant (version 0).
+    pub grant: Grant,
+    /// Its access token.
+    pub access: TokenInfo,
+}
+
+/// Whether [`Store::insert_device_grant`](super::Store::insert_device_grant) stored the grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Insert {
+    /// Stored.
+    Inserted,
+    /// The device code or the user code is taken by a live grant: nothing was written (the
+    /// caller draws new codes).
+    Taken,
+    /// The store holds as many pending grants as it may (a memory ceiling): nothing was
+    /// written. Room should free up within `retry_after`, as pending grants expire or are
+    /// decided.
+    Full {
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+/// The answer of [`Store::try_increment`](super::Store::try_increment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Count {
+    /// True if the counter was below the maximum and was incremented; false if it was at the
+    /// maximum and was left alone.
+    pub counted: bool,
+    /// The counter's value after the call.
+    pub value: u64,
+    /// When the counter's window ends and it starts again from zero.
+    pub resets_at: Timestamp,
 }
 
 /// A record with the version a compare-and-swap must name.

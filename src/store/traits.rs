@@ -5,11 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::records::{Client, IssuedTokens, RefreshTokenRecord, TokenInfo, Versioned};
+use super::clients::ClientSource;
+use super::records::{Count, Insert, IssuedGrant, TokenInfo, Versioned};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::error::{ErrorCode, OAuthError};
+use crate::family::{Grant, Rotation};
 use crate::grant::DeviceGrant;
+use crate::ids::{GrantId, Subject};
 
 /// A failure of the store itself (not of the client's request).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,52 +39,117 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The credential store behind every endpoint and the bearer layer.
 ///
-/// Keys are always [`Digest`]s of codes and tokens: a store never sees a usable secret. Methods
-/// that read take `now` so a backend can hide expired records without a clock of its own;
-/// records carry their own expiry, and a store may drop a record once `now` passes the time
-/// documented on each method.
+/// A store keeps four kinds of record and answers a handful of atomic primitives; every
+/// protocol decision is made by the crate's plain rules ([`crate::grant`] for device grants,
+/// [`crate::family`] for refresh rotation and reuse) before the store is asked to write:
 ///
-/// Implement it with `async fn`; the futures must be `Send`.
-pub trait Store: Send + Sync + 'static {
-    /// Looks up a registered client.
-    fn client(&self, client_id: &str) -> impl Future<Output = StoreResult<Option<Client>>> + Send;
+/// | record | key | lives until |
+/// |---|---|---|
+/// | [`DeviceGrant`] (pending device authorization), indexed by its user code | device-code digest | [`DeviceGrant::retain_until`] |
+/// | [`Grant`] (an approved device and its tokens), indexed by subject | [`GrantId`] | [`Grant::expires_at`] |
+/// | access token ([`TokenInfo`]) | token digest | [`TokenInfo::expires_at`] |
+/// | counters and one-time claims | a string / a digest | the end of their window |
+///
+/// Keys are always digests: a store never sees a usable code or token. Methods take `now` so a
+/// backend can hide expired records without a clock of its own; a store may drop a record once
+/// `now` passes the time in the table. Every method documents what it must do atomically:
+/// that is the whole contract, and [`test_kit`](super::test_kit) checks it.
+///
+/// Implement it with `async fn`; the futures must be `Send`. A store is also a
+/// [`ClientSource`] (usually through a [`ClientRegistry`](super::ClientRegistry)).
+pub trait Store: ClientSource {
+    // ---- device grants (RFC 8628 3.1-3.5) ----
 
-    /// Inserts a new grant under `device_code`, indexed by `grant.user_code`, unless either key
-    /// is already taken by a live record: then nothing is written and `Ok(false)` is returned
-    /// (the caller draws a new user code). Keep it until [`DeviceGrant::retain_until`].
-    fn insert_grant(
+    /// Inserts a new device grant under `device_code`, indexed by `grant.user_code`, unless
+    /// either key is taken by a live record: then nothing is written and the answer is
+    /// [`Insert::Taken`] (the caller draws new codes). A store with a ceiling on pending grants
+    /// answers [`Insert::Full`] instead of growing past it. Keep it until
+    /// [`DeviceGrant::retain_until`].
+    fn insert_device_grant(
         &self,
         device_code: Digest,
         grant: DeviceGrant,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> impl Future<Output = StoreResult<Insert>> + Send;
 
-    /// The grant stored under `device_code`.
-    fn grant(
+    /// The device grant stored under `device_code`.
+    fn device_grant(
         &self,
         device_code: &Digest,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<Versioned<DeviceGrant>>>> + Send;
 
-    /// The grant indexed by `user_code`, with its device-code key.
-    fn grant_by_user_code(
+    /// The device grant indexed by `user_code`, with its device-code key.
+    fn device_grant_by_user_code(
         &self,
         user_code: &Digest,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<(Digest, Versioned<DeviceGrant>)>>> + Send;
 
-    /// Compare-and-swap: replaces the grant under `device_code` with `grant` if and only if its
-    /// version is still `expected_version` (the new version is `expected_version + 1`), and in
-    /// the same atomic step stores `issue`'s tokens. Returns `Ok(false)`, writing nothing, when
-    /// the version moved or the grant is gone. This is what makes issuance exactly-once.
-    fn replace_grant(
+    /// Compare-and-swap: replaces the device grant under `device_code` with `grant` if and only
+    /// if its version is still `expected_version` (the new version is `expected_version + 1`),
+    /// and in the same atomic step stores `issue`: the new [`Grant`] (version 0, indexed under
+    /// its subject) and its access token under `issue.grant.access_token`. Returns
+    /// `Ok(false)`, writing nothing, when the version moved or the grant is gone. This is what
+    /// makes redemption exactly-once.
+    fn replace_device_grant(
         &self,
         device_code: &Digest,
         expected_version: u64,
         grant: DeviceGrant,
-        issue: Option<IssuedTokens>,
+        issue: Option<IssuedGrant>,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    // ---- grants: approved devices and their token families ----
+
+    /// The grant `id`, with its version.
+    fn grant(
+        &self,
+        id: &GrantId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<Versioned<Grant>>>> + Send;
+
+    /// Compare-and-swap of a rotation: if grant `id` is still at `expected_version`, in one
+    /// atomic step store `rotation.next` (version + 1), store `access` under
+    /// `rotation.next.access_token`, and delete the access token `rotation.revoke`. Returns
+    /// `Ok(false)`, writing nothing, when the version moved or the grant is gone (revoked), so
+    /// of racing refreshes exactly one rotates, and no rotation outlives a revocation.
+    fn replace_grant(
+        &self,
+        id: &GrantId,
+        expected_version: u64,
+        rotation: Rotation,
+        access: TokenInfo,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Revokes grant `id`: in one atomic step deletes it, its subject index entry, and the
+    /// access token it names *at that moment* (so a rotation that won just before is revoked
+    /// too). Returns the grant as it was, or `None` if there was none.
+    fn revoke_grant(
+        &self,
+        id: &GrantId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<Grant>>> + Send;
+
+    /// The live grants of `subject`, in no particular order.
+    fn grants_of(
+        &self,
+        subject: &Subject,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<Grant>>> + Send;
+
+    /// Revokes every grant of `subject`, each as [`revoke_grant`](Store::revoke_grant) does,
+    /// and returns them. A grant created while this runs may survive it; callers that must
+    /// stop a subject for good also refuse it at issuance (the crate's subject check does).
+    fn revoke_grants_of(
+        &self,
+        subject: &Subject,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<Grant>>> + Send;
+
+    // ---- access tokens ----
 
     /// The access token stored under `token` (expired ones may be returned; callers check).
     fn access_token(
@@ -90,82 +158,123 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<TokenInfo>>> + Send;
 
-    /// The refresh token stored under `token`.
-    fn refresh_token(
-        &self,
-        token: &Digest,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<Option<RefreshTokenRecord>>> + Send;
-
-    /// Take-once: atomically removes the refresh token `old` (and the access token issued with
-    /// it) and stores `issue`. Returns `Ok(false)`, writing nothing, when `old` is already gone,
-    /// so of many racing refreshes exactly one succeeds.
-    fn rotate_refresh_token(
-        &self,
-        old: &Digest,
-        issue: IssuedTokens,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
-
     /// Deletes an access token. Returns whether it existed.
-    fn revoke_access_token(&self, token: &Digest)
-        -> impl Future<Output = StoreResult<bool>> + Send;
-
-    /// Deletes a refresh token and the access token issued with it. Returns whether it existed.
-    fn revoke_refresh_token(
+    fn revoke_access_token(
         &self,
         token: &Digest,
+        now: Timestamp,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Adds one to the counter `key` and returns the new count. A counter that does not exist
-    /// (or has expired) starts at 1 and expires `window` after `now`. Used to limit user-code
-    /// guessing across every instance that shares the store.
-    fn increment_counter(
+    // ---- limits and one-time values ----
+
+    /// Atomically, in one step: if the counter `key` is below `max`, add one. A counter that
+    /// does not exist (or whose window ended) starts a new window of `window` at `now`. The
+    /// answer says whether it counted, its value, and when its window ends. No number of
+    /// concurrent calls may take a counter past `max`: this is what bounds guessing.
+    fn try_increment(
         &self,
         key: &str,
+        max: u64,
         window: Duration,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<Count>> + Send;
 
-    /// The counter `key`, or 0 if absent or expired.
-    fn counter(&self, key: &str, now: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Takes one back from the counter `key` (never below zero), for an attempt that
+    /// [`try_increment`](Store::try_increment) reserved and that turned out not to count (a
+    /// right code). A missing or ended counter is left alone.
+    fn decrement(&self, key: &str, now: Timestamp) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Claims the one-time value `key` (a DPoP proof's `jti`) until `until`: `true` the first
+    /// time, `false` for every later claim before `until`, atomically across every instance
+    /// that shares the store.
+    fn claim_once(
+        &self,
+        key: &Digest,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// How many device grants are pending (neither decided nor expired), if the store can
+    /// tell cheaply; for a gauge. The default says it cannot.
+    fn pending_device_grants(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<u64>>> + Send {
+        let _ = now;
+        std::future::ready(Ok(None))
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
-    fn client(&self, client_id: &str) -> impl Future<Output = StoreResult<Option<Client>>> + Send {
-        (**self).client(client_id)
-    }
-    fn insert_grant(
+    fn insert_device_grant(
         &self,
         device_code: Digest,
         grant: DeviceGrant,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send {
-        (**self).insert_grant(device_code, grant, now)
+    ) -> impl Future<Output = StoreResult<Insert>> + Send {
+        (**self).insert_device_grant(device_code, grant, now)
     }
-    fn grant(
+    fn device_grant(
         &self,
         device_code: &Digest,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<Versioned<DeviceGrant>>>> + Send {
-        (**self).grant(device_code, now)
+        (**self).device_grant(device_code, now)
     }
-    fn grant_by_user_code(
+    fn device_grant_by_user_code(
         &self,
         user_code: &Digest,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<(Digest, Versioned<DeviceGrant>)>>> + Send {
-        (**self).grant_by_user_code(user_code, now)
+        (**self).device_grant_by_user_code(user_code, now)
     }
-    fn replace_grant(
+    fn replace_device_grant(
         &self,
         device_code: &Digest,
         expected_version: u64,
         grant: DeviceGrant,
-        issue: Option<IssuedTokens>,
+        issue: Option<IssuedGrant>,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<bool>> + Send {
-        (**self).replace_grant(device_code, expected_version, grant, issue, now)
+        (**self).replace_device_grant(device_code, expected_version, grant, issue, now)
+    }
+    fn grant(
+        &self,
+        id: &GrantId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<Versioned<Grant>>>> + Send {
+        (**self).grant(id, now)
+    }
+    fn replace_grant(
+        &self,
+        id: &GrantId,
+        expected_version: u64,
+        rotation: Rotation,
+        access: TokenInfo,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        (**self).replace_grant(id, expected_version, rotation, access, now)
+    }
+    fn revoke_grant(
+        &self,
+        id: &GrantId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<Grant>>> + Send {
+        (**self).revoke_grant(id, now)
+    }
+    fn grants_of(
+        &self,
+        subject: &Subject,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<Grant>>> + Send {
+        (**self).grants_of(subject, now)
+    }
+    fn revoke_grants_of(
+        &self,
+        subject: &Subject,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<Grant>>> + Send {
+        (**self).revoke_grants_of(subject, now)
     }
     fn access_token(
         &self,
@@ -174,43 +283,38 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     ) -> impl Future<Output = StoreResult<Option<TokenInfo>>> + Send {
         (**self).access_token(token, now)
     }
-    fn refresh_token(
-        &self,
-        token: &Digest,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<Option<RefreshTokenRecord>>> + Send {
-        (**self).refresh_token(token, now)
-    }
-    fn rotate_refresh_token(
-        &self,
-        old: &Digest,
-        issue: IssuedTokens,
-        now: Timestamp,
-    ) -> impl Future<Output = StoreResult<bool>> + Send {
-        (**self).rotate_refresh_token(old, issue, now)
-    }
     fn revoke_access_token(
         &self,
         token: &Digest,
+        now: Timestamp,
     ) -> impl Future<Output = StoreResult<bool>> + Send {
-        (**self).revoke_access_token(token)
+        (**self).revoke_access_token(token, now)
     }
-    fn revoke_refresh_token(
-        &self,
-        token: &Digest,
-    ) -> impl Future<Output = StoreResult<bool>> + Send {
-        (**self).revoke_refresh_token(token)
-    }
-    fn increment_counter(
+    fn try_increment(
         &self,
         key: &str,
+        max: u64,
         window: Duration,
         now: Timestamp,
-    ) -> impl Future<Output = StoreResult<u64>> + Send {
-        (**self).increment_counter(key, window, now)
+    ) -> impl Future<Output = StoreResult<Count>> + Send {
+        (**self).try_increment(key, max, window, now)
     }
-    fn counter(&self, key: &str, now: Timestamp) -> impl Future<Output = StoreResult<u64>> + Send {
-        (**self).counter(key, now)
+    fn decrement(&self, key: &str, now: Timestamp) -> impl Future<Output = StoreResult<()>> + Send {
+        (**self).decrement(key, now)
+    }
+    fn claim_once(
+        &self,
+        key: &Digest,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        (**self).claim_once(key, until, now)
+    }
+    fn pending_device_grants(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<u64>>> + Send {
+        (**self).pending_device_grants(now)
     }
 }
 
@@ -227,40 +331,6 @@ impl From<StoreError> for OAuthError {
             }
         }
     }
-}
-
-/// A token found by its digest.
-pub(crate) enum FoundToken {
-    Access(TokenInfo),
-    Refresh(RefreshTokenRecord),
-}
-
-/// Looks a token up as an access token and as a refresh token, in the order `hint` suggests
-/// (RFC 7009 2.1 and RFC 7662 2.1: the hint only orders the search; an unknown hint is ignored).
-pub(crate) async fn find_token<S: Store>(
-    store: &S,
-    digest: &Digest,
-    hint: Option<&str>,
-    now: Timestamp,
-) -> Result<Option<FoundToken>, StoreError> {
-    let refresh_first = hint == Some("refresh_token");
-    for refresh in [refresh_first, !refresh_first] {
-        let found = if refresh {
-            store
-                .refresh_token(digest, now)
-                .await?
-                .map(FoundToken::Refresh)
-        } else {
-            store
-                .access_token(digest, now)
-                .await?
-                .map(FoundToken::Access)
-        };
-        if found.is_some() {
-            return Ok(found);
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -37,15 +37,16 @@ use serde::Serialize;
 
 use crate::client_auth::authenticate;
 use crate::clock::Timestamp;
-use crate::codes::{AccessToken, Digest, RefreshToken};
+use crate::codes::{AccessToken, Digest, FamilyKey, RefreshToken};
 use crate::config::{Config, Shared};
 use crate::error::{json_response, ErrorCode, OAuthError};
+use crate::family::{Grant, NewTokens, Presented};
 use crate::form::{read_form, Form};
 use crate::grant::PollOutcome;
-use crate::ids::{ClientId, Subject};
+use crate::ids::Audience;
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::{parse_requested, Scope};
-use crate::store::{Client, IssuedTokens, RefreshTokenRecord, Store, TokenInfo};
+use crate::store::{Client, IssuedGrant, Store, TokenInfo};
 
 pub use crate::grant::{DEVICE_CODE_GRANT_TYPE, REFRESH_TOKEN_GRANT_TYPE};
 
@@ -98,7 +99,7 @@ async fn device_code_grant<S: Store>(
     let key = Digest::of(form.require("device_code")?.as_bytes());
     for _ in 0..MAX_SWAP_ATTEMPTS {
         let now = shared.clock.now();
-        let Some(current) = shared.store.grant(&key, now).await? else {
+        let Some(current) = shared.store.device_grant(&key, now).await? else {
             return Err(OAuthError::invalid_grant("unknown device_code"));
         };
         let (next, issue, answer) = match current.record.poll(client.id(), now) {
@@ -122,16 +123,37 @@ async fn device_code_grant<S: Store>(
                 next,
                 subject,
                 scope,
+                approved_at,
             } => {
-                let (issued, response) =
-                    mint(&shared.config, client.id(), &subject, &scope, &scope, now)?;
-                (next, Some(issued), Ok(response))
+                let family = FamilyKey::generate();
+                let audience = current.record.audience.clone();
+                let minted = mint(&shared.config, &family, &scope, audience.clone(), now)?;
+                let grant = Grant {
+                    id: family.grant_id(),
+                    client_id: client.id().clone(),
+                    subject,
+                    scope,
+                    audience,
+                    approved_at,
+                    last_used_at: now,
+                    expires_at: minted.tokens.expires_at,
+                    access_token: minted.tokens.access_token,
+                    refresh_token: minted.tokens.refresh_token,
+                    superseded: None,
+                    cnf: None,
+                };
+                let access = minted.info(&grant);
+                (
+                    next,
+                    Some(IssuedGrant { grant, access }),
+                    Ok(minted.response),
+                )
             }
         };
-        let minted = issue.as_ref().map(|i| i.access.0);
+        let minted = issue.as_ref().map(|i| i.grant.access_token);
         let swapped = shared
             .store
-            .replace_grant(&key, current.version, next, issue, now)
+            .replace_device_grant(&key, current.version, next, issue, now)
             .await;
         let swapped = match (swapped, minted) {
             // The reply was lost, but the swap may have happened: if our token is stored, it
@@ -139,9 +161,8 @@ async fn device_code_grant<S: Store>(
             (Err(e), Some(digest)) => stored(shared, &digest, now).await.ok_or(e)?,
             (result, _) => result?,
         };
-        let issuing = minted.is_some();
         if swapped {
-            if issuing {
+            if minted.is_some() {
                 tracing::info!(
                     client_id = client.id().as_str(),
                     "device grant redeemed: tokens issued"
@@ -182,58 +203,98 @@ fn refusal(code: ErrorCode) -> OAuthError {
     OAuthError::new(code, description)
 }
 
+fn invalid_refresh_token() -> OAuthError {
+    OAuthError::invalid_grant(
+        "the refresh_token is invalid, expired, used, or was issued to another client",
+    )
+}
+
 async fn refresh_token_grant<S: Store>(
     shared: &Shared<S>,
     client: &Client,
     form: &Form,
 ) -> Result<Response<OAuthBody>, OAuthError> {
-    let key = Digest::of(form.require("refresh_token")?.as_bytes());
+    let presented = form.require("refresh_token")?;
     let requested = form.get("scope")?.map(parse_requested).transpose()?;
-    let now = shared.clock.now();
-    let record = shared
-        .store
-        .refresh_token(&key, now)
-        .await?
-        .filter(|r| !r.is_expired(now) && &r.client_id == client.id())
-        .ok_or_else(|| {
-            OAuthError::invalid_grant(
-                "the refresh_token is invalid, expired, used, or was issued to another client",
-            )
-        })?;
-    let scope = match requested {
-        Some(s) if !s.is_subset_of(&record.scope) => {
-            return Err(OAuthError::invalid_scope(
-                "a refresh may narrow the scope, never widen it",
-            ))
+    let digest = Digest::of(presented.as_bytes());
+    // The token names its grant, even when it was rotated away long ago.
+    let family = RefreshToken::family_of(presented).ok_or_else(invalid_refresh_token)?;
+    let id = family.grant_id();
+    for _ in 0..MAX_SWAP_ATTEMPTS {
+        let now = shared.clock.now();
+        let Some(current) = shared.store.grant(&id, now).await? else {
+            return Err(invalid_refresh_token());
+        };
+        let grant = &current.record;
+        // Another client's request learns nothing and changes nothing.
+        if &grant.client_id != client.id() || grant.is_expired(now) {
+            return Err(invalid_refresh_token());
         }
-        Some(s) => s,
-        None => record.scope.clone(),
-    };
-    // The access token gets the narrowed scope; the new refresh token keeps the grant's
-    // (RFC 6749 6), so a later refresh can ask for the rest again.
-    let (issued, response) = mint(
-        &shared.config,
-        client.id(),
-        &record.subject,
-        &scope,
-        &record.scope,
-        now,
-    )?;
-    // Take-once: of racing refreshes with the same token, exactly one rotates it.
-    let minted = issued.access.0;
-    let rotated = match shared.store.rotate_refresh_token(&key, issued, now).await {
-        Ok(rotated) => rotated,
-        // As above: a lost reply after a successful rotation still answers with the tokens.
-        Err(e) => stored(shared, &minted, now).await.ok_or(e)?,
-    };
-    if rotated {
-        tracing::info!(client_id = client.id().as_str(), "tokens refreshed");
-        Ok(response)
-    } else {
-        Err(OAuthError::invalid_grant(
-            "the refresh_token was already used",
-        ))
+        let presentation = grant.presented(&digest, now, shared.config.refresh_grace);
+        if presentation == Presented::Reused {
+            return Err(reuse_detected(shared, grant, now).await);
+        }
+        let scope = match &requested {
+            Some(s) if !s.is_subset_of(&grant.scope) => {
+                return Err(OAuthError::invalid_scope(
+                    "a refresh may narrow the scope, never widen it",
+                ))
+            }
+            Some(s) => s.clone(),
+            None => grant.scope.clone(),
+        };
+        // The access token gets the narrowed scope; the grant keeps the approved one
+        // (RFC 6749 6), so a later refresh can ask for the rest again.
+        let minted = mint(&shared.config, &family, &scope, grant.audience.clone(), now)?;
+        let access = minted.info(grant);
+        let Some(rotation) = grant.rotate(presentation, minted.tokens, now) else {
+            return Err(invalid_refresh_token());
+        };
+        let new_access = minted.tokens.access_token;
+        let rotated = match shared
+            .store
+            .replace_grant(&id, current.version, rotation, access, now)
+            .await
+        {
+            Ok(rotated) => rotated,
+            // As above: a lost reply after a successful rotation still answers with the tokens.
+            Err(e) => stored(shared, &new_access, now).await.ok_or(e)?,
+        };
+        if rotated {
+            if presentation == Presented::Retry {
+                tracing::info!(
+                    client_id = client.id().as_str(),
+                    grant_id = %id,
+                    "refresh retried within the grace period: the unanswered pair is revoked"
+                );
+            } else {
+                tracing::info!(client_id = client.id().as_str(), grant_id = %id, "tokens refreshed");
+            }
+            return Ok(minted.response);
+        }
+        // A racing refresh or a revocation came first: decide again on what it left.
     }
+    Err(OAuthError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "too much contention on this refresh_token; retry",
+    ))
+}
+
+/// A refresh token of `grant` that is no longer its to present came back: someone holds a
+/// copy. Revoke the whole grant (RFC 9700 4.14.2) and refuse.
+async fn reuse_detected<S: Store>(shared: &Shared<S>, grant: &Grant, now: Timestamp) -> OAuthError {
+    tracing::warn!(
+        security_event = "refresh_token_reuse",
+        client_id = grant.client_id.as_str(),
+        subject = grant.subject.as_str(),
+        grant_id = %grant.id,
+        "a rotated refresh token was presented again: the grant is revoked"
+    );
+    if let Err(e) = shared.store.revoke_grant(&grant.id, now).await {
+        // The grant must not live on: report the store's failure, not a plain refusal.
+        return e.into();
+    }
+    invalid_refresh_token()
 }
 
 /// The RFC 6749 5.1 response.
@@ -247,36 +308,43 @@ struct TokenResponse<'a> {
     refresh_token: Option<&'a str>,
 }
 
-/// Mints a token pair: the records to store and the response to send once they are stored.
-/// The access token carries `scope`; the refresh token carries `grant_scope`, the most any
-/// later refresh may ask for.
-pub(crate) fn mint(
+/// Freshly minted tokens: their digests for the store and the response to send once stored.
+struct Minted {
+    tokens: NewTokens,
+    scope: Scope,
+    audience: Option<Audience>,
+    access_expires_at: Timestamp,
+    response: Response<OAuthBody>,
+}
+
+impl Minted {
+    /// The access token's record, as a token of `grant`.
+    fn info(&self, grant: &Grant) -> TokenInfo {
+        TokenInfo::new(
+            grant.subject.clone(),
+            grant.client_id.clone(),
+            self.scope.clone(),
+            self.access_expires_at,
+        )
+        .with_grant_id(Some(grant.id))
+        .with_audience(self.audience.clone())
+    }
+}
+
+/// Mints an access token with `scope` and, if refresh tokens are on, a refresh token of the
+/// grant whose key is `family`.
+fn mint(
     config: &Config,
-    client_id: &ClientId,
-    subject: &Subject,
+    family: &FamilyKey,
     scope: &Scope,
-    grant_scope: &Scope,
+    audience: Option<Audience>,
     now: Timestamp,
-) -> Result<(IssuedTokens, Response<OAuthBody>), OAuthError> {
+) -> Result<Minted, OAuthError> {
     let access = AccessToken::generate();
-    let access_digest = access.digest();
-    let info = TokenInfo {
-        subject: subject.clone(),
-        client_id: client_id.clone(),
-        scope: scope.clone(),
-        expires_at: now.saturating_add(config.access_token_lifetime),
-    };
-    let refresh = config.refresh_token_lifetime.map(|lifetime| {
-        let token = RefreshToken::generate();
-        let record = RefreshTokenRecord {
-            subject: subject.clone(),
-            client_id: client_id.clone(),
-            scope: grant_scope.clone(),
-            expires_at: now.saturating_add(lifetime),
-            access_token: access_digest,
-        };
-        (token, record)
-    });
+    let access_expires_at = now.saturating_add(config.access_token_lifetime);
+    let refresh = config
+        .refresh_token_lifetime
+        .map(|lifetime| (RefreshToken::generate(family), now.saturating_add(lifetime)));
     let body = TokenResponse {
         access_token: access.expose(),
         token_type: "Bearer",
@@ -286,9 +354,16 @@ pub(crate) fn mint(
     };
     let json = serde_json::to_vec(&body)
         .map_err(|_| OAuthError::new(ErrorCode::ServerError, "could not encode the response"))?;
-    let issued = IssuedTokens {
-        access: (access_digest, info),
-        refresh: refresh.map(|(t, r)| (t.digest(), r)),
-    };
-    Ok((issued, json_response(StatusCode::OK, Bytes::from(json))))
+    Ok(Minted {
+        tokens: NewTokens {
+            access_token: access.digest(),
+            refresh_token: refresh.as_ref().map(|(t, _)| t.digest()),
+            // The grant lasts as long as its refresh token, or its access token without one.
+            expires_at: refresh.map_or(access_expires_at, |(_, at)| at),
+        },
+        scope: scope.clone(),
+        audience,
+        access_expires_at,
+        response: json_response(StatusCode::OK, Bytes::from(json)),
+    })
 }

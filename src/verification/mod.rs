@@ -50,6 +50,7 @@ use tower_service::Service;
 pub use crate::end_user::{BasicLogin, EndUserResolver, FromExtensions};
 pub use crate::page::{escape_html, DefaultPage, PageView, VerificationPage};
 
+use crate::clock::Timestamp;
 use crate::codes::Digest;
 use crate::config::{AttemptLimit, Shared};
 use crate::form::{check_form_post, read_body, Form};
@@ -327,14 +328,14 @@ fn failure_keys(user: &Subject) -> (String, &'static str) {
     )
 }
 
-fn too_many(limit: &AttemptLimit) -> Refusal {
+fn too_many(limit: &AttemptLimit, resets_at: Timestamp, now: Timestamp) -> Refusal {
     tracing::warn!(
         max = limit.max,
         window_secs = limit.window.as_secs(),
         "user-code guessing limit reached"
     );
     Refusal::Problem(Problem {
-        retry_after: Some(limit.window.as_secs()),
+        retry_after: Some(resets_at.saturating_duration_since(now).as_secs().max(1)),
         ..Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "slow_down",
@@ -344,6 +345,10 @@ fn too_many(limit: &AttemptLimit) -> Refusal {
 }
 
 /// Finds the pending grant behind a typed user code, counting wrong codes against the limits.
+///
+/// Each attempt first reserves a place in every budget it counts against, atomically in the
+/// store, and a right code gives the places back: so no burst of concurrent attempts gets more
+/// lookups than the budgets allow.
 async fn lookup<S: Store>(
     shared: &Shared<S>,
     user: &Subject,
@@ -353,35 +358,37 @@ async fn lookup<S: Store>(
     let store = &shared.store;
     let now = shared.clock.now();
     let (user_key, overall_key) = failure_keys(user);
-    let per_user = &config.per_user_attempts;
-    if store.counter(&user_key, now).await? >= per_user.max {
-        return Err(too_many(per_user));
-    }
+    let mut budgets: Vec<(&str, &AttemptLimit)> = vec![(&user_key, &config.per_user_attempts)];
     if let Some(overall) = &config.overall_attempts {
-        if store.counter(overall_key, now).await? >= overall.max {
-            return Err(too_many(overall));
+        budgets.push((overall_key, overall));
+    }
+    for (i, (key, limit)) in budgets.iter().enumerate() {
+        let count = store
+            .try_increment(key, limit.max, limit.window, now)
+            .await?;
+        if !count.counted {
+            for (taken, _) in &budgets[..i] {
+                store.decrement(taken, now).await?;
+            }
+            return Err(too_many(limit, count.resets_at, now));
         }
     }
     let found = match config.user_codes.normalize(typed) {
-        Some(code) => store.grant_by_user_code(&code.digest(), now).await?,
+        Some(code) => store.device_grant_by_user_code(&code.digest(), now).await?,
         None => None,
     };
     let Some((key, grant)) = found else {
         tracing::warn!(subject = user.as_str(), "wrong user code entered");
-        store
-            .increment_counter(&user_key, per_user.window, now)
-            .await?;
-        if let Some(overall) = &config.overall_attempts {
-            store
-                .increment_counter(overall_key, overall.window, now)
-                .await?;
-        }
         return Err(Refusal::Code(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
             UNKNOWN_CODE,
         ));
     };
+    // A code that exists is no guess: give the places back.
+    for (key, _) in &budgets {
+        store.decrement(key, now).await?;
+    }
     if grant.record.is_expired(now) {
         return Err(Refusal::Code(
             StatusCode::BAD_REQUEST,
@@ -450,7 +457,7 @@ async fn decide<S: Store>(
         };
         if shared
             .store
-            .replace_grant(&key, current.version, next, None, now)
+            .replace_device_grant(&key, current.version, next, None, now)
             .await?
         {
             tracing::info!(
@@ -463,11 +470,15 @@ async fn decide<S: Store>(
             return Ok(Outcome::Done { approved });
         }
         // A poll recorded its time in between; decide again on the fresh record.
-        current = shared.store.grant(&key, now).await?.ok_or(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "expired_token",
-            "That code has expired. Start again on your device to get a new one.",
-        ))?;
+        current = shared
+            .store
+            .device_grant(&key, now)
+            .await?
+            .ok_or(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "expired_token",
+                "That code has expired. Start again on your device to get a new one.",
+            ))?;
     }
     Err(Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
