@@ -80,7 +80,8 @@ pub(crate) struct Config {
 }
 
 pub(crate) struct Shared<S> {
-    pub(crate) store: S,
+    // Shared with the bearer layers, which hold the store as their token verifier.
+    pub(crate) store: Arc<S>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Config,
 }

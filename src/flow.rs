@@ -148,7 +148,8 @@ impl<S: Store> DeviceFlow<S> {
         Metadata::new(&self.shared.config)
     }
 
-    /// A layer requiring a bearer token with every scope in `scopes` (space-separated).
+    /// A layer requiring a bearer token with every scope in `scopes` (space-separated),
+    /// checked against the flow's store.
     ///
     /// # Panics
     ///
@@ -161,9 +162,15 @@ impl<S: Store> DeviceFlow<S> {
         }
     }
 
-    /// A layer requiring a bearer token that meets `requirement`.
+    /// A layer requiring a bearer token that meets `requirement`, checked against the flow's
+    /// store, challenging with the flow's realm.
     pub fn require(&self, requirement: ScopeRequirement) -> RequireOAuthLayer<S> {
-        RequireOAuthLayer::new(self.shared.clone(), requirement)
+        RequireOAuthLayer::from_parts(
+            self.shared.store.clone(),
+            requirement,
+            &self.shared.config.realm,
+            self.shared.clock.clone(),
+        )
     }
 
     /// A layer serving every endpoint at its [`Paths`] in front of an inner service, which gets
@@ -392,7 +399,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
             .unwrap_or_else(|| format!("{}{}", self.issuer, self.paths.verification));
         DeviceFlow {
             shared: Arc::new(Shared {
-                store: self.store,
+                store: Arc::new(self.store),
                 clock: self.clock,
                 config: Config {
                     issuer: self.issuer,

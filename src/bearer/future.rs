@@ -10,11 +10,12 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::guard::{Guard, Refusal};
+use super::verifier::VerifyError;
 use crate::clock::Timestamp;
 use crate::response::{OAuthBody, ResponseBody};
-use crate::store::{StoreResult, TokenInfo};
+use crate::store::TokenInfo;
 
-type Lookup = Pin<Box<dyn Future<Output = StoreResult<Option<TokenInfo>>> + Send>>;
+type Lookup = Pin<Box<dyn Future<Output = Result<Option<TokenInfo>, VerifyError>> + Send>>;
 
 pin_project! {
     /// Response future of [`RequireOAuth`](super::RequireOAuth): a store lookup, then the inner
@@ -105,8 +106,8 @@ where
                             r.response(*grpc)
                         }),
                         Err(e) => {
-                            tracing::error!(error = %e, "bearer token lookup failed");
-                            Err(Refusal::store(&e).response(*grpc))
+                            tracing::error!(error = %e, "bearer token verification failed");
+                            Err(Refusal::unavailable(&e).response(*grpc))
                         }
                     };
                     let next = match (verdict, req.take(), inner.take()) {

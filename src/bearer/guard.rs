@@ -4,11 +4,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::verifier::VerifyError;
 use crate::clock::Timestamp;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::response::OAuthBody;
 use crate::scope::Scope;
-use crate::store::{StoreError, TokenInfo};
+use crate::store::TokenInfo;
 
 /// Which scopes a route requires.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,14 +75,22 @@ impl Refusal {
         }
     }
 
-    pub(super) fn store(e: &StoreError) -> Self {
-        let e = OAuthError::from(e.clone());
+    pub(super) fn unavailable(e: &VerifyError) -> Self {
+        let e = match e {
+            VerifyError::Unavailable(_) => OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the token cannot be verified right now; retry later",
+            ),
+            VerifyError::Failed(_) => {
+                OAuthError::new(ErrorCode::ServerError, "the token could not be verified")
+            }
+        };
         Refusal {
             status: e.status(),
             code: e.code(),
             challenge: None,
             body: e.to_json(),
-            grpc_message: HeaderValue::from_static("credential store unavailable"),
+            grpc_message: HeaderValue::from_static("the token cannot be verified right now"),
         }
     }
 

@@ -1,8 +1,9 @@
 //! Guarding routes by scope with bearer tokens (RFC 6750), in the style of `require_oauth`.
 //!
-//! [`RequireOAuthLayer`] wraps any service. It reads `Authorization: Bearer <token>`, looks the
-//! token up in the store, checks expiry and the required scopes, and on success hands the
-//! token's [`TokenInfo`](crate::TokenInfo) to the inner service in the request extensions. Otherwise:
+//! [`RequireOAuthLayer`] wraps any service. It reads `Authorization: Bearer <token>`, asks its
+//! [`TokenVerifier`] what the token stands for (the flow's store, by default), checks expiry
+//! and the required scopes, and on success hands the token's [`TokenInfo`](crate::TokenInfo)
+//! to the inner service in the request extensions. Otherwise:
 //!
 //! | situation | status | `WWW-Authenticate` |
 //! |---|---|---|
@@ -10,7 +11,7 @@
 //! | malformed header | 400 | `Bearer realm="api", error="invalid_request"` |
 //! | unknown, revoked or expired token | 401 | `Bearer realm="api", error="invalid_token"` |
 //! | scope missing | 403 | `Bearer realm="api", error="insufficient_scope", scope="..."` |
-//! | store unreachable | 503 | none |
+//! | verifier (store, authorization server) unreachable | 503 | none |
 //!
 //! each with a JSON body `{"error": ..., "error_description": ...}`. For gRPC requests
 //! (`content-type: application/grpc...`) the same refusals are HTTP 200 with `grpc-status` 16
@@ -43,6 +44,7 @@
 
 mod future;
 mod guard;
+mod verifier;
 
 use std::fmt;
 use std::sync::Arc;
@@ -58,37 +60,82 @@ use tower_service::Service;
 pub use future::ResponseFuture;
 pub use guard::ScopeRequirement;
 
-use crate::codes::Digest;
-use crate::config::Shared;
+pub use verifier::{TokenVerifier, VerifyError};
+
+use crate::clock::{Clock, SystemClock};
 use crate::response::ResponseBody;
-use crate::store::Store;
 use guard::Guard;
 
 /// Applies [`RequireOAuth`] to a service. Obtain it from
 /// [`DeviceFlow::require_oauth`](crate::DeviceFlow::require_oauth) or
-/// [`DeviceFlow::require`](crate::DeviceFlow::require).
-pub struct RequireOAuthLayer<S> {
-    shared: Arc<Shared<S>>,
+/// [`DeviceFlow::require`](crate::DeviceFlow::require) (tokens checked against the flow's
+/// store), or build it over any [`TokenVerifier`] with [`RequireOAuthLayer::new`] (a resource
+/// server in another process).
+pub struct RequireOAuthLayer<V> {
+    verifier: Arc<V>,
     guard: Arc<Guard>,
+    clock: Arc<dyn Clock>,
 }
 
-impl<S> RequireOAuthLayer<S> {
-    pub(crate) fn new(shared: Arc<Shared<S>>, requirement: ScopeRequirement) -> Self {
-        let guard = Arc::new(Guard::new(&shared.config.realm, requirement));
-        RequireOAuthLayer { shared, guard }
+impl<V: TokenVerifier> RequireOAuthLayer<V> {
+    /// A layer letting through requests whose bearer token `verifier` accepts and whose scope
+    /// meets `requirement`; challenges name the realm `api`, and time is the system clock.
+    pub fn new(verifier: V, requirement: ScopeRequirement) -> Self {
+        Self::from_parts(
+            Arc::new(verifier),
+            requirement,
+            "api",
+            Arc::new(SystemClock),
+        )
+    }
+
+    pub(crate) fn from_parts(
+        verifier: Arc<V>,
+        requirement: ScopeRequirement,
+        realm: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        RequireOAuthLayer {
+            verifier,
+            guard: Arc::new(Guard::new(realm, requirement)),
+            clock,
+        }
+    }
+
+    /// The same layer, challenging with `realm` (RFC 6750 3).
+    pub fn with_realm(self, realm: &str) -> Self {
+        let requirement = self.guard.requirement.clone();
+        RequireOAuthLayer {
+            guard: Arc::new(Guard::new(realm, requirement)),
+            ..self
+        }
+    }
+
+    /// The same layer on another clock (tests pass a [`ManualClock`](crate::ManualClock)).
+    pub fn with_clock(self, clock: impl Clock) -> Self {
+        RequireOAuthLayer {
+            clock: Arc::new(clock),
+            ..self
+        }
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &V {
+        &self.verifier
     }
 }
 
-impl<S> Clone for RequireOAuthLayer<S> {
+impl<V> Clone for RequireOAuthLayer<V> {
     fn clone(&self) -> Self {
         RequireOAuthLayer {
-            shared: self.shared.clone(),
+            verifier: self.verifier.clone(),
             guard: self.guard.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
 
-impl<S> fmt::Debug for RequireOAuthLayer<S> {
+impl<V> fmt::Debug for RequireOAuthLayer<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequireOAuthLayer")
             .field("requirement", &self.guard.requirement)
@@ -96,36 +143,39 @@ impl<S> fmt::Debug for RequireOAuthLayer<S> {
     }
 }
 
-impl<S, Svc> Layer<Svc> for RequireOAuthLayer<S> {
-    type Service = RequireOAuth<Svc, S>;
+impl<V, Svc> Layer<Svc> for RequireOAuthLayer<V> {
+    type Service = RequireOAuth<Svc, V>;
 
     fn layer(&self, inner: Svc) -> Self::Service {
         RequireOAuth {
             inner,
-            shared: self.shared.clone(),
+            verifier: self.verifier.clone(),
             guard: self.guard.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
 
 /// A service that lets through only requests with a valid bearer token of the required scope.
-pub struct RequireOAuth<Svc, S> {
+pub struct RequireOAuth<Svc, V> {
     inner: Svc,
-    shared: Arc<Shared<S>>,
+    verifier: Arc<V>,
     guard: Arc<Guard>,
+    clock: Arc<dyn Clock>,
 }
 
-impl<Svc: Clone, S> Clone for RequireOAuth<Svc, S> {
+impl<Svc: Clone, V> Clone for RequireOAuth<Svc, V> {
     fn clone(&self) -> Self {
         RequireOAuth {
             inner: self.inner.clone(),
-            shared: self.shared.clone(),
+            verifier: self.verifier.clone(),
             guard: self.guard.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
 
-impl<Svc: fmt::Debug, S> fmt::Debug for RequireOAuth<Svc, S> {
+impl<Svc: fmt::Debug, V> fmt::Debug for RequireOAuth<Svc, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequireOAuth")
             .field("inner", &self.inner)
@@ -173,10 +223,10 @@ fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-impl<Svc, S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireOAuth<Svc, S>
+impl<Svc, V, ReqBody, ResBody> Service<Request<ReqBody>> for RequireOAuth<Svc, V>
 where
     Svc: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    S: Store,
+    V: TokenVerifier,
     ResBody: Body<Data = Bytes>,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -189,8 +239,8 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let grpc = is_grpc(req.headers());
-        let digest = match bearer_token(req.headers()) {
-            Ok(token) => Digest::of(token.as_bytes()),
+        let token = match bearer_token(req.headers()) {
+            Ok(token) => token.to_owned(),
             Err(NoToken::Missing) => {
                 return ResponseFuture::refuse(self.guard.missing.response(grpc))
             }
@@ -198,9 +248,9 @@ where
                 return ResponseFuture::refuse(self.guard.malformed.response(grpc))
             }
         };
-        let now = self.shared.clock.now();
-        let shared = self.shared.clone();
-        let lookup = Box::pin(async move { shared.store.access_token(&digest, now).await });
+        let now = self.clock.now();
+        let verifier = self.verifier.clone();
+        let lookup = Box::pin(async move { verifier.verify(&token, now).await });
         // The clone is not the service that was polled ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
