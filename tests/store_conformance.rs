@@ -107,6 +107,7 @@ macro_rules! conformance {
 
 #[cfg(feature = "test-kit")]
 conformance!(
+    // Device grants.
     check_insert_if_absent,
     check_concurrent_inserts_claim_user_code_once,
     check_lookups,
@@ -116,10 +117,24 @@ conformance!(
     check_slow_down,
     check_denied,
     check_expiry,
-    check_rotation_take_once_under_race,
-    check_rotation_deletes_old_access_token,
-    check_revocation,
-    check_counters,
+    check_pending_device_grants,
+    // Redemption and grants.
+    check_redemption_stores_grant,
+    check_redemption_is_atomic,
+    check_grant_compare_and_swap,
+    check_concurrent_rotations_rotate_once,
+    check_rotation_replaces_access_token,
+    check_racing_refreshes_leave_one_pair,
+    check_revoke_grant,
+    check_revoke_racing_rotation,
+    check_grants_of,
+    check_grant_expiry,
+    check_revoke_access_token,
+    // Limits and one-time values.
+    check_try_increment,
+    check_try_increment_under_race,
+    check_decrement,
+    check_claim_once,
 );
 
 #[cfg(feature = "redis")]
