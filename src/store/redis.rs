@@ -421,7 +421,7 @@ struct Inner {
 ///
 /// ```no_run
 /// use tower_device_flow::store::RedisStore;
-/// use tower_device_flow::{Client, Clock, Scope, Store, SystemClock};
+/// use tower_device_flow::{Client, ClientSource, Clock, Scope, Store, SystemClock};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::builder()
