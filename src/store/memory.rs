@@ -126,6 +126,10 @@ struct GrantSlot {
     approved_at: Timestamp,
     last_used_at: Timestamp,
     expires_at: Timestamp,
+    /// When the slot may go: the grant's end, or its access token's if that is later (an
+    /// access token lives until its own expiry, and a lookup needs the grant's subject and
+    /// client).
+    keep_until: Timestamp,
     access_token: Digest,
     refresh_token: Option<Digest>,
     /// The superseded refresh token and when; `at == EPOCH` for none.
@@ -146,9 +150,10 @@ impl Rare {
 }
 
 impl GrantSlot {
-    fn new(version: u64, g: Grant) -> Self {
+    fn new(version: u64, g: Grant, access_expires_at: Timestamp) -> Self {
         GrantSlot {
             version,
+            keep_until: g.expires_at.max(access_expires_at),
             client_id: g.client_id,
             subject: g.subject,
             scope: g.scope,
@@ -214,7 +219,7 @@ impl Expiring for Box<DeviceSlot> {
 }
 impl Expiring for Box<GrantSlot> {
     fn drop_after(&self) -> Timestamp {
-        self.expires_at
+        self.keep_until
     }
 }
 impl Expiring for AccessSlot {
@@ -793,11 +798,12 @@ impl Store for MemoryStore {
             let (id, digest) = (grant.id, grant.access_token);
             let subject = grant.subject.clone();
             let key = HalfKey::of_grant(&id);
+            let slot = GrantSlot::new(0, grant, access.expires_at);
             self.inner
                 .grants
                 .lock_for_write(key.shard(), now)
                 .map
-                .insert(key, Box::new(GrantSlot::new(0, grant)));
+                .insert(key, Box::new(slot));
             self.store_access(&id, digest, access, now);
             self.index_subject(&subject, id, now);
         }
@@ -825,6 +831,7 @@ impl Store for MemoryStore {
     ) -> StoreResult<bool> {
         let Rotation { next, revoke } = rotation;
         let new_access = next.access_token;
+        let access_expires_at = access.expires_at;
         // The new token first: a revocation that removes the grant after the swap below then
         // finds and deletes it.
         self.store_access(id, new_access, access, now);
@@ -833,7 +840,7 @@ impl Store for MemoryStore {
             let mut grants = self.inner.grants.lock_for_write(key.shard(), now);
             match grants.map.get_mut(&key) {
                 Some(slot) if slot.version == expected_version && slot.expires_at > now => {
-                    **slot = GrantSlot::new(expected_version + 1, next);
+                    **slot = GrantSlot::new(expected_version + 1, next, access_expires_at);
                     true
                 }
                 _ => false,
@@ -895,7 +902,9 @@ impl Store for MemoryStore {
             }
         };
         let grants = self.inner.grants.lock(grant.shard());
-        let Some(g) = grants.map.get(&grant).filter(|g| g.expires_at > now) else {
+        // Not the grant's own end: a token lives until its own expiry (callers check that),
+        // unless its grant was revoked.
+        let Some(g) = grants.map.get(&grant).filter(|g| g.drop_after() > now) else {
             return Ok(None);
         };
         let rare = rare.map(|r| *r).unwrap_or_default();

@@ -1658,8 +1658,8 @@ pub async fn check_grants_of<S: Store>(store: S) {
     );
 }
 
-/// A grant past its `expires_at` is not returned by `grant` or `grants_of`, and its tokens do
-/// not outlive it; until then it is.
+/// A grant past its `expires_at` is not returned by `grant` or `grants_of`; until then it is.
+/// Its access token lives until its own `expires_at`, which may be later.
 pub async fn check_grant_expiry<S: Store>(store: S) {
     const CHECK: &str = "grant_expiry";
     let now = base();
@@ -1703,6 +1703,40 @@ pub async fn check_grant_expiry<S: Store>(store: S) {
             "[{CHECK}] an access token outlived its grant"
         );
     }
+
+    // A grant's end is not a revocation: an access token that outlives its grant (a refresh
+    // token shorter-lived than the access token) stays valid until its own expiry.
+    let client = ClientId::new(KIT_CLIENT);
+    let flow = approved_flow(CHECK, &store, &subject, now).await;
+    let polled = poll(
+        CHECK,
+        &store,
+        &flow.device(),
+        &client,
+        now,
+        |grant, subject, at| {
+            let mut issued = Issued::new(grant, &subject, at, now);
+            issued.issue.grant.expires_at = later(now, 60);
+            issued
+        },
+    )
+    .await;
+    let Polled::Issued(brief) = polled else {
+        fail(CHECK, &format!("polling an approved grant gave {polled:?}"))
+    };
+    let after = later(now, 120);
+    assert!(
+        ok(CHECK, store.grant(&brief.id(), after).await).is_none(),
+        "[{CHECK}] a grant was returned past its expires_at"
+    );
+    assert_eq!(
+        ok(
+            CHECK,
+            store.access_token(&brief.access.digest(), after).await
+        ),
+        Some(brief.issue.access.clone()),
+        "[{CHECK}] an access token ended with its grant, before its own expiry"
+    );
 }
 
 /// `revoke_access_token` deletes one access token and reports whether it existed; the grant
