@@ -101,7 +101,7 @@ return 1
 /// ARGV: 1 expected version, 2 new version, 3 now, 4 device grant JSON, 5 retain-until,
 ///       6 device-code hex, 7 `1` if still pending; with an issue also 8 grant JSON,
 ///       9 grant expires-at, 10 access-token hex, 11 subject hex, 12 grant id hex,
-///       13 access JSON, 14 access expires-at.
+///       13 access JSON, 14 access expires-at, 15 grant keep-until.
 const REPLACE_DEVICE_GRANT: &str = r"
 local cur = redis.call('HMGET', KEYS[1], 'v', 'x')
 if cur[1] ~= ARGV[1] or not cur[2] or tonumber(cur[2]) <= tonumber(ARGV[3]) then
@@ -120,10 +120,10 @@ end
 if KEYS[4] then
   redis.call('DEL', KEYS[4])
   redis.call('HSET', KEYS[4], 'v', '0', 'g', ARGV[8], 'x', ARGV[9], 'a', ARGV[10], 's', ARGV[11])
-  redis.call('PEXPIREAT', KEYS[4], ARGV[9])
+  redis.call('PEXPIREAT', KEYS[4], ARGV[15])
   redis.call('SET', KEYS[5], ARGV[13])
   redis.call('PEXPIREAT', KEYS[5], ARGV[14])
-  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[12])
+  redis.call('ZADD', KEYS[6], ARGV[15], ARGV[12])
   local last = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[6], string.format('%d', tonumber(last[2])))
 end
@@ -136,21 +136,21 @@ return 1
 /// KEYS: 1 grant, 2 new access token, 3 access token to revoke, 4 subject index.
 /// ARGV: 1 expected version, 2 new version, 3 now, 4 grant JSON, 5 grant expires-at,
 ///       6 new access-token hex, 7 subject hex, 8 grant id hex, 9 access JSON,
-///       10 access expires-at.
+///       10 access expires-at, 11 grant keep-until.
 const REPLACE_GRANT: &str = r"
 local cur = redis.call('HMGET', KEYS[1], 'v', 'x')
 if cur[1] ~= ARGV[1] or not cur[2] or tonumber(cur[2]) <= tonumber(ARGV[3]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'g', ARGV[4], 'x', ARGV[5], 'a', ARGV[6], 's', ARGV[7])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[11])
 redis.call('SET', KEYS[2], ARGV[9])
 redis.call('PEXPIREAT', KEYS[2], ARGV[10])
 if KEYS[3] ~= KEYS[2] then
   redis.call('DEL', KEYS[3])
 end
--- The grant's expiry moved with the rotation: so does its index entry's, and the index's.
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[8])
+-- The grant's keep-until moved with the rotation: so does its index entry's, and the index's.
+redis.call('ZADD', KEYS[4], ARGV[11], ARGV[8])
 local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[4], string.format('%d', tonumber(last[2])))
 return 1
@@ -226,27 +226,6 @@ end
 return {#ids, out}
 ";
 
-/// Reads an access token, and answers it only while the grant it names is stored and not
-/// expired by the caller's `now` (as the memory store does): a token never outlives its grant.
-/// An undecodable record is returned as it is, for the caller to report.
-///
-/// KEYS: 1 access token. ARGV: 1 now.
-const ACCESS_TOKEN: &str = r"
-local raw = redis.call('GET', KEYS[1])
-if not raw then
-  return false
-end
-local ok, info = pcall(cjson.decode, raw)
-if ok and type(info) == 'table' and type(info.grant_id) == 'string' then
-  local tag = string.match(KEYS[1], '^{[^}]*}')
-  local x = redis.call('HGET', tag .. ':g:' .. info.grant_id, 'x')
-  if not x or tonumber(x) <= tonumber(ARGV[1]) then
-    return false
-  end
-end
-return raw
-";
-
 /// Increments a counter if it is below the maximum; a missing or ended counter starts a new
 /// window at zero first. The window end is stored beside the count, so that expiry follows the
 /// caller's `now`. Returns {counted 1/0, value, window end}.
@@ -301,7 +280,6 @@ struct Scripts {
     revoke_grant: Script,
     grants_of: Script,
     revoke_grants_of: Script,
-    access_token: Script,
     try_increment: Script,
     decrement: Script,
     claim_once: Script,
@@ -316,14 +294,13 @@ impl Scripts {
             revoke_grant: Script::new(REVOKE_GRANT),
             grants_of: Script::new(GRANTS_OF),
             revoke_grants_of: Script::new(REVOKE_GRANTS_OF),
-            access_token: Script::new(ACCESS_TOKEN),
             try_increment: Script::new(TRY_INCREMENT),
             decrement: Script::new(DECREMENT),
             claim_once: Script::new(CLAIM_ONCE),
         }
     }
 
-    fn all(&self) -> [&Script; 10] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.insert_device_grant,
             &self.replace_device_grant,
@@ -331,7 +308,6 @@ impl Scripts {
             &self.revoke_grant,
             &self.grants_of,
             &self.revoke_grants_of,
-            &self.access_token,
             &self.try_increment,
             &self.decrement,
             &self.claim_once,
@@ -466,15 +442,17 @@ struct Inner {
 /// | `{tdf}:d:<device-code hex>` | hash | `v` version, `g` [`DeviceGrant`] JSON, `x` retain-until | [`DeviceGrant::retain_until`] |
 /// | `{tdf}:u:<user-code hex>` | hash | `d` device-code hex, `x` retain-until | its device grant's retain-until |
 /// | `{tdf}:p` | sorted set | device-code hex of each pending device grant, scored by its `expires_at` | the latest score |
-/// | `{tdf}:g:<grant id>` | hash | `v` version, `g` [`Grant`] JSON, `x` expires-at, `a` its access token's hex, `s` its subject's hex | [`Grant::expires_at`] |
-/// | `{tdf}:s:<subject hex>` | sorted set | the subject's grant ids, scored by their `expires_at` | the latest score |
+/// | `{tdf}:g:<grant id>` | hash | `v` version, `g` [`Grant`] JSON, `x` its [`Grant::expires_at`], `a` its access token's hex, `s` its subject's hex | the later of the grant's end and its access token's |
+/// | `{tdf}:s:<subject hex>` | sorted set | the subject's grant ids, each scored by when its grant key expires | the latest score |
 /// | `{tdf}:a:<access-token hex>` | string | [`TokenInfo`] JSON (names its grant) | [`TokenInfo::expires_at`] |
 /// | `{tdf}:c:<counter key>` | hash | `n` count, `x` end of the window | the end of the window |
 /// | `{tdf}:o:<one-time value hex>` | string | the `until` of the claim | `until` + 1 min |
 ///
 /// Times are Unix milliseconds; expiries are set with `PEXPIREAT` from the same timestamps.
 /// Refresh tokens have no keys: a grant holds the digests of its live refresh token and of the
-/// one its latest rotation superseded ([`crate::family`]).
+/// one its latest rotation superseded ([`crate::family`]). A grant is over at its `x`, but its
+/// key stays as long as its access token lives (which can be longer, with a refresh token
+/// shorter-lived than the access token), so that revoking the grant still deletes the token.
 ///
 /// Nothing outlives its flow: every key is written together with its expiry, in the same
 /// script, so no key is ever left without a TTL (not even if the process dies mid-request).
@@ -495,8 +473,8 @@ struct Inner {
 ///
 /// Every key a script can know before it runs is declared in `KEYS`, as cluster clients and
 /// proxies use for routing. A few keys can only be known from a record the script reads: the
-/// access token and index entry of a grant being revoked, the grants a subject index lists, the
-/// grant an access token names. Those scripts build the key from the hash tag at the start of
+/// access token and index entry of a grant being revoked, and the grants a subject index lists.
+/// Those scripts build the key from the hash tag at the start of
 /// their first declared key. Redis Cluster hashes a key by its first `{...}`, so such a key is
 /// in the declared key's slot whatever the record held: the script never leaves its slot.
 /// (Reading the record first to declare the key would cost a round trip and a retry loop for
@@ -525,10 +503,11 @@ struct Inner {
 /// * [`revoke_grants_of`](Store::revoke_grants_of): revokes a subject's grants 128 at a time,
 ///   each batch in one script (so, for any subject with at most 128 grants, all of them in one
 ///   atomic step). A grant issued while it runs may survive, as the contract allows.
-///   [`grants_of`](Store::grants_of) drops from the index the ids of grants that are gone
-///   (revoked, or reclaimed by their TTL).
-/// * [`access_token`](Store::access_token) answers a token only while the grant it names is
-///   stored and unexpired (one read-only script), as [`MemoryStore`](super::MemoryStore) does.
+///   [`grants_of`](Store::grants_of) answers the grants not over by the caller's `now`, and
+///   drops from the index the ids of grants that are gone (revoked, or reclaimed by their TTL).
+/// * [`access_token`](Store::access_token) is one `GET`: a token lives until its own expiry
+///   unless it is revoked, and every revocation and rotation deletes it in the script that ends
+///   it, so no separate check of its grant is needed.
 ///   [`revoke_access_token`](Store::revoke_access_token) is one `DEL`.
 /// * [`try_increment`](Store::try_increment): the check against the maximum, the increment, and
 ///   the start of a new window with its expiry, in one script: no number of concurrent calls
@@ -562,7 +541,7 @@ struct Inner {
 /// failing over map to [`StoreError::Unavailable`] (`503`); everything else (undecodable data,
 /// script errors, permissions) maps to [`StoreError::Backend`] (`500`).
 ///
-/// Requires Redis 4.0 or later (multi-field `HSET`, Lua with `cjson`); tested against Redis 7.
+/// Requires Redis 4.0 or later (multi-field `HSET`); tested against Redis 7.
 pub struct RedisStore<C = ConnectionManager> {
     conn: C,
     inner: Arc<Inner>,
@@ -881,7 +860,8 @@ where
                 .arg(subject_digest(&grant.subject).to_hex())
                 .arg(grant.id.to_string())
                 .arg(to_json(access, "access token")?)
-                .arg(expiry_ms(access.expires_at));
+                .arg(expiry_ms(access.expires_at))
+                .arg(keep_until(grant, access));
         }
         let swapped: i64 = invocation
             .invoke_async(&mut self.conn())
@@ -948,6 +928,7 @@ where
             .arg(id.to_string())
             .arg(to_json(&access, "access token")?)
             .arg(expiry_ms(access.expires_at))
+            .arg(keep_until(&next, &access))
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;
@@ -1007,14 +988,14 @@ where
         }
     }
 
-    async fn access_token(&self, token: &Digest, now: Timestamp) -> StoreResult<Option<TokenInfo>> {
-        let raw: Option<Vec<u8>> = self
-            .inner
-            .scripts
-            .access_token
-            .key(self.inner.keys.access(token))
-            .arg(now.as_unix_millis())
-            .invoke_async(&mut self.conn())
+    async fn access_token(
+        &self,
+        token: &Digest,
+        _now: Timestamp,
+    ) -> StoreResult<Option<TokenInfo>> {
+        let raw: Option<Vec<u8>> = ::redis::cmd("GET")
+            .arg(self.inner.keys.access(token))
+            .query_async(&mut self.conn())
             .await
             .map_err(store_error)?;
         raw.map(|raw| from_json(&raw, "access token")).transpose()
@@ -1103,6 +1084,13 @@ where
 /// A timestamp as a `PEXPIREAT` argument, capped at [`MAX_EXPIRY_MS`].
 fn expiry_ms(t: Timestamp) -> u64 {
     t.as_unix_millis().min(MAX_EXPIRY_MS)
+}
+
+/// When a grant's key may go: at the grant's end, or at its access token's if that is later.
+/// The access token lives until its own expiry (a refresh token may be shorter-lived), and until
+/// then a revocation must still find the grant to delete it.
+fn keep_until(grant: &Grant, access: &TokenInfo) -> u64 {
+    expiry_ms(grant.expires_at.max(access.expires_at))
 }
 
 /// A flag as a script argument.
@@ -1208,7 +1196,6 @@ mod tests {
             (REVOKE_GRANT, &["':a:'", "':s:'"][..]),
             (GRANTS_OF, &["':g:'"][..]),
             (REVOKE_GRANTS_OF, &["':g:'", "':a:'"][..]),
-            (ACCESS_TOKEN, &["':g:'"][..]),
         ] {
             assert!(script.contains("string.match(KEYS[1], '^{[^}]*}')"));
             for kind in kinds {
