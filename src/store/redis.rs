@@ -474,9 +474,9 @@ struct Inner {
 /// Every key a script can know before it runs is declared in `KEYS`, as cluster clients and
 /// proxies use for routing. A few keys can only be known from a record the script reads: the
 /// access token and index entry of a grant being revoked, and the grants a subject index lists.
-/// Those scripts build the key from the hash tag at the start of
-/// their first declared key. Redis Cluster hashes a key by its first `{...}`, so such a key is
-/// in the declared key's slot whatever the record held: the script never leaves its slot.
+/// Those scripts build the key from the hash tag at the start of their first declared key.
+/// Redis Cluster hashes a key by its first `{...}`, so such a key is in the declared key's slot
+/// whatever the record held: the script never leaves its slot.
 /// (Reading the record first to declare the key would cost a round trip and a retry loop for
 /// no gain, with every key of a prefix in one slot.)
 ///
@@ -531,8 +531,9 @@ struct Inner {
 /// is answered with a fresh pair and keeps its grant.
 ///
 /// **Time.** Expiry is decided by the `now` each method is given, exactly as in
-/// [`MemoryStore`](super::MemoryStore): a record past its time or a counter past its window is
-/// treated as absent even while its key still exists. Redis TTLs, set from the same absolute
+/// [`MemoryStore`](super::MemoryStore): a device grant or grant past its time, a counter past its
+/// window or a claim past its `until` is treated as absent even while its key still exists (an
+/// expired access token is returned, as the contract allows, and its callers refuse it). Redis TTLs, set from the same absolute
 /// timestamps, only reclaim the memory, so clocks of the application servers and of Redis
 /// should agree to within seconds (as NTP keeps them); a skew shortens or lengthens how long a
 /// key physically stays, not what the protocol decides.
