@@ -109,12 +109,14 @@ impl Default for FailedAuthLimits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Device authorization requests per source (default: a burst of 30, then 1 a second).
+    /// Device authorization requests per source (default: a burst of 50, then one every 2
+    /// seconds: one address can hold at most about 1 000 of the store's pending grants in
+    /// the default 30 minutes).
     pub device_authorization: Option<RateLimit>,
     /// Token requests per source (default: a burst of 200, then 50 a second: polls at the
     /// `interval` of hundreds of devices behind one address).
     pub token: Option<RateLimit>,
-    /// Verification page POSTs per source (default: a burst of 30, then 1 a second).
+    /// Verification page POSTs per source (default: a burst of 60, then 2 a second).
     pub verification: Option<RateLimit>,
     /// Wrong user codes on the verification page.
     pub guessing: GuessingLimits,
@@ -129,9 +131,12 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            device_authorization: Some(RateLimit::per_second(30, 1)),
+            device_authorization: Some(RateLimit {
+                burst: 50,
+                per: Duration::from_secs(2),
+            }),
             token: Some(RateLimit::per_second(200, 50)),
-            verification: Some(RateLimit::per_second(30, 1)),
+            verification: Some(RateLimit::per_second(60, 2)),
             guessing: GuessingLimits::default(),
             failed_auth: FailedAuthLimits::default(),
             max_tracked_sources: 100_000,
