@@ -107,7 +107,6 @@ impl Default for FailedAuthLimits {
 /// # let _ = limits;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Limits {
     /// Device authorization requests per source (default: a burst of 50, then one every 2
     /// seconds: one address can hold at most about 1 000 of the store's pending grants in
