@@ -32,6 +32,16 @@ impl Reservation {
         Ok(())
     }
 
+    /// After a store failure: gives the places back, best effort (the failure the store
+    /// already reported is the one to answer with).
+    pub(crate) async fn give_back_quietly<S: Store>(&mut self, store: &S, now: Timestamp) {
+        for key in self.taken.drain(..) {
+            if let Err(e) = store.decrement(&key, now).await {
+                tracing::warn!(error = %e, "could not give back a reserved attempt");
+            }
+        }
+    }
+
     /// The attempt failed: the places stay taken, and the tallies that only count failures
     /// count it.
     pub(crate) async fn failed<S: Store>(self, store: &S, now: Timestamp) -> StoreResult<()> {
@@ -52,7 +62,14 @@ async fn take<S: Store>(
     reservation: &mut Reservation,
 ) -> StoreResult<Result<(), Spent>> {
     for (key, max, limit) in budgets {
-        let count = store.try_increment(key, *max, limit.window, now).await?;
+        let count = match store.try_increment(key, *max, limit.window, now).await {
+            Ok(count) => count,
+            Err(e) => {
+                // An outage must not leave places taken: give them back, best effort.
+                reservation.give_back_quietly(store, now).await;
+                return Err(e);
+            }
+        };
         if !count.counted {
             for key in reservation.taken.drain(..) {
                 store.decrement(&key, now).await?;
@@ -162,9 +179,16 @@ pub(crate) async fn reserve_guess<S: Store>(
     let mut attack_until = None;
     if let Some(overall) = limits.under_attack {
         // A read: with a maximum of 0 nothing is ever added.
-        let tally = store
+        let tally = match store
             .try_increment(OVERALL_KEY, 0, overall.window, now)
-            .await?;
+            .await
+        {
+            Ok(tally) => tally,
+            Err(e) => {
+                reservation.give_back_quietly(store, now).await;
+                return Err(e);
+            }
+        };
         if tally.value >= overall.max {
             attack_until = Some(tally.resets_at);
             if first.value > limits.tightened_to {

@@ -410,8 +410,9 @@ async fn lookup<S: Store>(
     let found = match found {
         Ok(found) => found,
         Err(e) => {
-            // Not the user's mistake: the place is given back.
-            let _ = reservation.succeeded(store, now).await;
+            // A lookup that failed was no guess: an outage must not lock end users out.
+            let mut reservation = reservation;
+            reservation.give_back_quietly(store, now).await;
             return Err(e.into());
         }
     };
