@@ -26,10 +26,13 @@ pub(crate) struct Reservation {
 impl Reservation {
     /// The attempt succeeded: the places are given back.
     pub(crate) async fn succeeded<S: Store>(self, store: &S, now: Timestamp) -> StoreResult<()> {
+        let mut result = Ok(());
         for key in &self.taken {
-            store.decrement(key, now).await?;
+            if let Err(e) = store.decrement(key, now).await {
+                result = result.and(Err(e));
+            }
         }
-        Ok(())
+        result
     }
 
     /// After a store failure: gives the places back, best effort (the failure the store
@@ -65,7 +68,9 @@ async fn take<S: Store>(
         let count = match store.try_increment(key, *max, limit.window, now).await {
             Ok(count) => count,
             Err(e) => {
-                // An outage must not leave places taken: give them back, best effort.
+                // An outage must not leave places taken: give them back, best effort, this
+                // one too (its reply may be what was lost).
+                reservation.taken.push(key.clone());
                 reservation.give_back_quietly(store, now).await;
                 return Err(e);
             }
@@ -100,14 +105,10 @@ impl AuthKind {
     }
 }
 
-fn source_part(source: Option<IpAddr>) -> String {
-    source.map_or_else(|| "-".to_owned(), |s| s.to_string())
-}
-
 /// Reserves an authentication attempt for `account` from `source`: a place in the source's
-/// budget, then in the (account, source) budget. Without a known source only the latter
-/// applies (all unknown sources are one source, and a shared budget for them would be a
-/// lockout for everyone).
+/// budget, then in the (account, source) budget. Without a known source neither applies: all
+/// unknown sources would be one, and a budget for it would let anyone lock the account out
+/// (the services log once that requests arrive without a client address).
 pub(crate) async fn reserve_attempt<S: Store>(
     store: &S,
     limits: &FailedAuthLimits,
@@ -116,16 +117,19 @@ pub(crate) async fn reserve_attempt<S: Store>(
     source: Option<IpAddr>,
     now: Timestamp,
 ) -> StoreResult<Result<Reservation, Spent>> {
+    let Some(source) = source else {
+        return Ok(Ok(Reservation::default()));
+    };
     let prefix = kind.prefix();
     let mut budgets = Vec::with_capacity(2);
-    if let (Some(limit), Some(source)) = (limits.per_source, source) {
+    if let Some(limit) = limits.per_source {
         budgets.push((format!("{prefix}:source:{source}"), limit.max, limit));
     }
     // The account name is the client's to choose: keep the key short.
     let account = &Digest::of(account.as_bytes()).to_hex()[..32];
     let limit = limits.per_account_and_source;
     budgets.push((
-        format!("{prefix}:account:{account}:{}", source_part(source)),
+        format!("{prefix}:account:{account}:{source}"),
         limit.max,
         limit,
     ));
@@ -152,9 +156,18 @@ pub(crate) async fn reserve_guess<S: Store>(
     let source_key = source.map(|s| format!("user-code-failures:source:{s}"));
     let per_user = limits.per_user;
     let mut reservation = Reservation::default();
-    let first = store
+    let first = match store
         .try_increment(&user_key, per_user.max, per_user.window, now)
-        .await?;
+        .await
+    {
+        Ok(first) => first,
+        Err(e) => {
+            // The reply may be what was lost: give the place back, best effort.
+            reservation.taken.push(user_key);
+            reservation.give_back_quietly(store, now).await;
+            return Err(e);
+        }
+    };
     if !first.counted {
         return Ok(Err(Spent {
             until: first.resets_at,
@@ -256,6 +269,21 @@ mod tests {
         // A success gives its place back: bob can still fail five times.
         for _ in 0..5 {
             reserve_attempt(&store, &limits, AuthKind::EndUser, "bob", a, T0)
+                .await
+                .unwrap()
+                .unwrap()
+                .failed(&store, T0)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_source_no_one_can_lock_an_account_out() {
+        let store = MemoryStore::default();
+        let limits = FailedAuthLimits::default();
+        for _ in 0..50 {
+            reserve_attempt(&store, &limits, AuthKind::EndUser, "alice", None, T0)
                 .await
                 .unwrap()
                 .unwrap()
