@@ -83,9 +83,21 @@ async fn whole_flow_through_the_axum_app() {
     let res = http.get(&page, None).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert!(!res.text().contains("Demo device"));
+    // GET only pre-fills the form, even for a signed-in user (a GET must not look codes up:
+    // it could not be counted against a guessing budget); POSTing the code shows who asks.
     let res = http.get_basic(&page, ALICE).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert!(res.header("content-type").starts_with("text/html"));
+    assert!(res.text().contains(user_code), "{}", res.text());
+    assert!(!res.text().contains("Demo device"));
+    let res = http
+        .post_form(
+            &format!("{base}/device"),
+            &[("user_code", user_code)],
+            Some(ALICE),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
     assert!(res.text().contains("Demo device"), "{}", res.text());
     let res = http
         .post_form(
