@@ -158,8 +158,13 @@ fn harness<S: Store + Clone>(store: S, overall: Option<AttemptLimit>) -> Harness
         inner: store,
         lookups: lookups.clone(),
     };
-    // Each store gets a clock of its own far apart, so runs sharing a Redis never meet.
-    let start = 1_700_000_000_000 + (std::process::id() as u64 % 1000) * 86_400_000;
+    // Near the real time (Redis also expires keys by its own clock, so a clock in the past
+    // would see every counter vanish at once), and a day apart per process, so runs sharing
+    // a Redis never meet.
+    let real_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let start = real_now + (std::process::id() as u64 % 1000) * 86_400_000;
     let flow = DeviceFlow::builder(store)
         .issuer("https://auth.example.com")
         .clock(ManualClock::new(Timestamp::from_unix_millis(start)))
