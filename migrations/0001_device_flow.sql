@@ -55,10 +55,13 @@ CREATE TABLE grants (
     refresh_token    BYTEA,
     superseded_token BYTEA,
     superseded_at    BIGINT,
-    cnf              BYTEA
+    cnf              BYTEA,
+    -- When the row may go: the later of expires_at and its access token's expiry (a token
+    -- lives until its own expiry, and needs its grant's subject and client).
+    keep_until       BIGINT NOT NULL
 );
 CREATE INDEX grants_subject ON grants (subject);
-CREATE INDEX grants_expires_at ON grants (expires_at);
+CREATE INDEX grants_keep_until ON grants (keep_until);
 
 -- Access tokens. A token cannot outlive its grant: deleting the grant deletes its tokens.
 CREATE TABLE access_tokens (

@@ -27,28 +27,29 @@ pub const DEFAULT_SCHEMA: &str = "device_flow";
 
 /// A redemption in one statement: the compare-and-swap of the device grant (`$1..$17`, as
 /// [`UPDATE_DEVICE_GRANT`](shared::UPDATE_DEVICE_GRANT)), then, only if it changed a row, the
-/// new grant (`$18` id, `$19..$30` [`GrantValues`]) and its access token (`$31` digest,
-/// `$32..$35` [`AccessValues`]). One row inserted iff the swap happened; all or nothing.
+/// new grant (`$18` id, `$19..$31` [`GrantValues`]) and its access token (`$32` digest,
+/// `$33..$36` [`AccessValues`]). One row inserted iff the swap happened; all or nothing.
 const REDEEM: &str = concat!(
     "WITH swapped AS (",
     update_device_grant!(),
     " RETURNING 1), granted AS (INSERT INTO grants (",
-    shared::grant_columns!(),
-    ") SELECT $18, 0, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30 FROM swapped \
-     RETURNING id) INSERT INTO access_tokens (digest, grant_id, scope, expires_at, audience, cnf) \
-     SELECT $31, id, $32, $33, $34, $35 FROM granted"
+    shared::grant_write_columns!(),
+    ") SELECT $18, 0, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31 \
+     FROM swapped RETURNING id) \
+     INSERT INTO access_tokens (digest, grant_id, scope, expires_at, audience, cnf) \
+     SELECT $32, id, $33, $34, $35, $36 FROM granted"
 );
 
-/// A rotation in one statement: the compare-and-swap of the grant (`$1..$15`, as
+/// A rotation in one statement: the compare-and-swap of the grant (`$1..$16`, as
 /// [`update_grant!`]), then, only if it changed a row, the deletion of the replaced access
-/// token `$16` and the insertion of the new one (`$17` digest, `$18..$21` [`AccessValues`]).
+/// token `$17` and the insertion of the new one (`$18` digest, `$19..$22` [`AccessValues`]).
 const ROTATE: &str = concat!(
     "WITH swapped AS (",
     update_grant!(),
-    " RETURNING id), revoked AS (DELETE FROM access_tokens WHERE digest = $16 \
+    " RETURNING id), revoked AS (DELETE FROM access_tokens WHERE digest = $17 \
      AND grant_id IN (SELECT id FROM swapped)) \
      INSERT INTO access_tokens (digest, grant_id, scope, expires_at, audience, cnf) \
-     SELECT $17, id, $18, $19, $20, $21 FROM swapped"
+     SELECT $18, id, $19, $20, $21, $22 FROM swapped"
 );
 
 /// The purge's row-locking clause: rows that another instance is purging are skipped, not
@@ -293,6 +294,11 @@ impl PostgresStore {
         &self.inner.pool
     }
 
+    /// Closes the pool: waits for operations under way, then closes every connection.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
     /// Registers a client in this process, or replaces the one with its id.
     pub fn add_client(&self, client: Client) {
         self.inner.clients.add(client);
@@ -515,7 +521,10 @@ impl Store for PostgresStore {
                 .bind(db_time(now));
             if let Some(issue) = &issue {
                 let g = &issue.grant;
-                q = bind_grant!(q.bind(&g.id.as_bytes()[..]), GrantValues::of(g));
+                q = bind_grant!(
+                    q.bind(&g.id.as_bytes()[..]),
+                    GrantValues::of(g, issue.access.expires_at)
+                );
                 q = bind_access!(
                     q.bind(&g.access_token.as_bytes()[..]),
                     AccessValues::of(&issue.access)
@@ -557,7 +566,7 @@ impl Store for PostgresStore {
             let q = sqlx::query(ROTATE)
                 .bind(&id.as_bytes()[..])
                 .bind(db_u64(expected_version));
-            let q = bind_grant!(q, GrantValues::of(&rotation.next))
+            let q = bind_grant!(q, GrantValues::of(&rotation.next, access.expires_at))
                 .bind(db_time(now))
                 .bind(&rotation.revoke.as_bytes()[..])
                 .bind(&rotation.next.access_token.as_bytes()[..]);

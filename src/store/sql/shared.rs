@@ -325,14 +325,22 @@ macro_rules! grant_columns {
 }
 pub(crate) use grant_columns;
 
-/// Compare-and-swap of a grant: `$1` id, `$2` the expected version, `$3..$14`
-/// [`GrantValues`], `$15` now.
+/// The columns a grant is written to: [`grant_columns`] and `keep_until`.
+macro_rules! grant_write_columns {
+    () => {
+        concat!($crate::store::sql::shared::grant_columns!(), ", keep_until")
+    };
+}
+pub(crate) use grant_write_columns;
+
+/// Compare-and-swap of a grant: `$1` id, `$2` the expected version, `$3..$15`
+/// [`GrantValues`], `$16` now.
 macro_rules! update_grant {
     () => {
         "UPDATE grants SET version = version + 1, client_id = $3, subject = $4, scope = $5, \
          audience = $6, approved_at = $7, last_used_at = $8, expires_at = $9, \
          access_token = $10, refresh_token = $11, superseded_token = $12, superseded_at = $13, \
-         cnf = $14 WHERE id = $1 AND version = $2 AND expires_at > $15"
+         cnf = $14, keep_until = $15 WHERE id = $1 AND version = $2 AND expires_at > $16"
     };
 }
 pub(crate) use update_grant;
@@ -367,11 +375,11 @@ pub(crate) const SELECT_GRANTS_OF: &str = concat!(
     " FROM grants WHERE subject = $1 AND expires_at > $2"
 );
 
-/// A new grant: `$1` id, `$2..$13` [`GrantValues`], version 0.
+/// A new grant: `$1` id, `$2..$14` [`GrantValues`], version 0.
 pub(crate) const INSERT_GRANT: &str = concat!(
     "INSERT INTO grants (",
-    grant_columns!(),
-    ") VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    grant_write_columns!(),
+    ") VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 );
 
 /// The grant compare-and-swap alone (see [`update_grant`]).
@@ -391,6 +399,7 @@ pub(crate) const DELETE_GRANTS_OF: &str = concat!(
 
 /// A grant's columns after `id` and `version`, ready to bind (with [`bind_grant`]).
 pub(crate) struct GrantValues<'a> {
+    pub keep_until: i64,
     pub client_id: &'a str,
     pub subject: &'a str,
     pub scope: &'a str,
@@ -406,8 +415,11 @@ pub(crate) struct GrantValues<'a> {
 }
 
 impl<'a> GrantValues<'a> {
-    pub(crate) fn of(g: &'a Grant) -> Self {
+    /// The grant's columns, kept (not live) until the later of its end and `access_expires_at`,
+    /// the expiry of the access token stored with it.
+    pub(crate) fn of(g: &'a Grant, access_expires_at: Timestamp) -> Self {
         GrantValues {
+            keep_until: db_time(g.expires_at.max(access_expires_at)),
             client_id: g.client_id.as_str(),
             subject: g.subject.as_str(),
             scope: g.scope.as_str(),
@@ -427,7 +439,7 @@ impl<'a> GrantValues<'a> {
     }
 }
 
-/// Binds [`GrantValues`] as the next twelve parameters of `$query`.
+/// Binds [`GrantValues`] as the next thirteen parameters of `$query`.
 macro_rules! bind_grant {
     ($query:expr, $values:expr) => {{
         let v = $values;
@@ -444,6 +456,7 @@ macro_rules! bind_grant {
             .bind(v.superseded_token)
             .bind(v.superseded_at)
             .bind(v.cnf)
+            .bind(v.keep_until)
     }};
 }
 pub(crate) use bind_grant;
@@ -494,10 +507,11 @@ pub(crate) fn grant_from(row: GrantRow) -> StoreResult<Versioned<Grant>> {
 
 // ---- access tokens ----
 
-/// An access token with what it takes from its grant; none when the grant is gone or over.
+/// An access token with what it takes from its grant; none when the grant is gone. Not the
+/// grant's end: a token lives until its own expiry (which callers check), unless revoked.
 pub(crate) const SELECT_ACCESS_TOKEN: &str = "SELECT a.scope, a.expires_at, a.audience, a.cnf, \
      g.id, g.subject, g.client_id FROM access_tokens a JOIN grants g ON g.id = a.grant_id \
-     WHERE a.digest = $1 AND g.expires_at > $2";
+     WHERE a.digest = $1 AND g.keep_until > $2";
 
 pub(crate) type AccessTokenRow = (
     String,
@@ -707,7 +721,7 @@ pub(crate) const PURGED: [Purged; 5] = [
     Purged {
         table: "grants",
         key: "id",
-        until: "expires_at",
+        until: "keep_until",
     },
     Purged {
         table: "counters",

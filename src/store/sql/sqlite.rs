@@ -231,6 +231,12 @@ impl SqliteStore {
         &self.inner.writer
     }
 
+    /// Closes the connections (the last one to close checkpoints the WAL into the file).
+    pub async fn close(&self) {
+        self.inner.reader.close().await;
+        self.inner.writer.close().await;
+    }
+
     /// Registers a client in this process, or replaces the one with its id.
     pub fn add_client(&self, client: Client) {
         self.inner.clients.add(client);
@@ -476,7 +482,7 @@ impl Store for SqliteStore {
             }
             let g = &issue.grant;
             let q = sqlx::query(shared::INSERT_GRANT).bind(&g.id.as_bytes()[..]);
-            bind_grant!(q, GrantValues::of(g))
+            bind_grant!(q, GrantValues::of(g, issue.access.expires_at))
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
@@ -525,7 +531,7 @@ impl Store for SqliteStore {
             let q = sqlx::query(shared::UPDATE_GRANT)
                 .bind(&id.as_bytes()[..])
                 .bind(db_u64(expected_version));
-            let changed = bind_grant!(q, GrantValues::of(&rotation.next))
+            let changed = bind_grant!(q, GrantValues::of(&rotation.next, access.expires_at))
                 .bind(db_time(now))
                 .execute(&mut *tx)
                 .await
