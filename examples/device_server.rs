@@ -8,6 +8,11 @@
 //! so several instances on one Redis serve one flow: authorize on one, approve on another, poll
 //! any of them. `--redis-prefix` (default `tdf`) separates deployments sharing a Redis.
 //!
+//! With `--postgres URL` (build with `--features postgres`) the flow lives in PostgreSQL, in
+//! the schema `device_flow` unless the URL names another (`?options[search_path]=NAME`), for
+//! many instances on one database; with `--sqlite PATH` (`--features sqlite`) in an SQLite
+//! file, for one instance that survives a restart. Either creates its tables at start.
+//!
 //! Its HTTP surface is fixed by `DEMO_CONTRACT.md`: clients `demo-device` (public) and
 //! `demo-confidential` (secret `demo-secret`), end users `alice` and `bob` signing in to the
 //! verification page with HTTP Basic, and three API routes, two of them guarded by scope.
@@ -31,7 +36,7 @@ use tower_device_flow::{BasicLogin, Client, DeviceFlow, MemoryStore, Scope, Stor
 
 const USAGE: &str =
     "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS] \
-[--redis URL [--redis-prefix PREFIX]]";
+[--redis URL [--redis-prefix PREFIX]] [--postgres URL] [--sqlite PATH]";
 
 struct Args {
     addr: SocketAddr,
@@ -39,6 +44,8 @@ struct Args {
     interval: u64,
     redis: Option<String>,
     redis_prefix: String,
+    postgres: Option<String>,
+    sqlite: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +55,8 @@ fn parse_args() -> Result<Args, String> {
         interval: 5,
         redis: None,
         redis_prefix: "tdf".into(),
+        postgres: None,
+        sqlite: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +71,8 @@ fn parse_args() -> Result<Args, String> {
             "--interval" => args.interval = value.parse().map_err(|e| bad(&e))?,
             "--redis" => args.redis = Some(value),
             "--redis-prefix" => args.redis_prefix = value,
+            "--postgres" => args.postgres = Some(value),
+            "--sqlite" => args.sqlite = Some(value),
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -103,6 +114,12 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(url) = args.postgres.clone() {
+        return serve_postgres(url, args).await;
+    }
+    if let Some(path) = args.sqlite.clone() {
+        return serve_sqlite(path, args).await;
+    }
     match args.redis.clone() {
         None => {
             let store = demo_clients()
@@ -133,6 +150,60 @@ async fn serve_redis(url: String, args: Args) {
 #[cfg(not(feature = "redis"))]
 async fn serve_redis(_url: String, _args: Args) {
     eprintln!("--redis needs the redis feature: cargo run --example device_server --features redis -- ...");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "postgres")]
+async fn serve_postgres(url: String, args: Args) {
+    let builder = demo_clients()
+        .into_iter()
+        .fold(tower_device_flow::PostgresStore::builder(), |b, c| {
+            b.client(c)
+        });
+    let store = match builder.connect(&url).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("cannot use PostgreSQL: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = store.migrate().await {
+        eprintln!("cannot create the tables in PostgreSQL: {e}");
+        std::process::exit(1);
+    }
+    serve(store, args).await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn serve_postgres(_url: String, _args: Args) {
+    eprintln!("--postgres needs the postgres feature: cargo run --example device_server --features postgres -- ...");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "sqlite")]
+async fn serve_sqlite(path: String, args: Args) {
+    let builder = demo_clients()
+        .into_iter()
+        .fold(tower_device_flow::SqliteStore::builder(), |b, c| {
+            b.client(c)
+        });
+    let store = match builder.connect(&path).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("cannot open the SQLite file {path}: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = store.migrate().await {
+        eprintln!("cannot create the tables in {path}: {e}");
+        std::process::exit(1);
+    }
+    serve(store, args).await
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn serve_sqlite(_path: String, _args: Args) {
+    eprintln!("--sqlite needs the sqlite feature: cargo run --example device_server --features sqlite -- ...");
     std::process::exit(2);
 }
 
