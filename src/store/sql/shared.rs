@@ -771,23 +771,25 @@ impl PurgeSchedule {
     }
 
     /// True for the one caller that should purge now (then it must call [`done`](Self::done)).
+    /// While a purge runs, none is due: the next one starts with the first write after it.
     pub(crate) fn claim(&self, now: Timestamp) -> bool {
         let Some(every) = self.every else {
             return false;
         };
         let due = self.next.load(Ordering::Relaxed);
-        let now_ms = now.as_unix_millis();
-        now_ms >= due
-            && self
-                .next
-                .compare_exchange(
-                    due,
-                    now.saturating_add(every).as_unix_millis(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            && !self.running.swap(true, Ordering::Acquire)
+        if now.as_unix_millis() < due || self.running.swap(true, Ordering::Acquire) {
+            return false;
+        }
+        let next = now.saturating_add(every).as_unix_millis();
+        if self
+            .next
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.done();
+            return false;
+        }
+        true
     }
 
     pub(crate) fn done(&self) {
@@ -834,11 +836,12 @@ mod tests {
         let s = PurgeSchedule::new(Some(Duration::from_secs(10)), 100);
         let t = Timestamp::from_unix_millis(1_000_000);
         assert!(s.claim(t));
-        // Due again only a period later, and only once the first is done.
+        // Due again only a period later, and not while the first runs.
         assert!(!s.claim(t.saturating_add(Duration::from_secs(9))));
         assert!(!s.claim(t.saturating_add(Duration::from_secs(10))));
         s.done();
-        assert!(s.claim(t.saturating_add(Duration::from_secs(20))));
+        assert!(s.claim(t.saturating_add(Duration::from_secs(10))));
+        assert!(!s.claim(t.saturating_add(Duration::from_secs(11))));
         s.done();
         assert!(!PurgeSchedule::new(None, 100).claim(t));
     }
