@@ -276,6 +276,54 @@ mod flow {
         }
     }
 
+    /// An approved device grant, and what its redemption would store: the device code, the
+    /// grant marked redeemed (to swap in at version 1) and the issued grant.
+    pub async fn approved<S: Store>(
+        store: &S,
+        now: Timestamp,
+    ) -> (Digest, DeviceGrant, IssuedGrant) {
+        let (device, _, grant) = pending(now, 600);
+        store
+            .insert_device_grant(device.digest(), grant.clone(), now)
+            .await
+            .expect("insert");
+        let approved = grant
+            .decide(Decision::Approve(Subject::new("alice")), now)
+            .expect("approve");
+        assert!(store
+            .replace_device_grant(&device.digest(), 0, approved.clone(), None, now)
+            .await
+            .expect("approve swap"));
+        let PollOutcome::Issue {
+            next,
+            subject,
+            scope,
+            approved_at,
+        } = approved.poll(&ClientId::new(KIT_CLIENT), now)
+        else {
+            panic!("an approved grant must issue")
+        };
+        let family = FamilyKey::generate();
+        let access = AccessToken::generate();
+        let grant = Grant {
+            id: family.grant_id(),
+            client_id: ClientId::new(KIT_CLIENT),
+            subject: subject.clone(),
+            scope: scope.clone(),
+            audience: None,
+            approved_at,
+            last_used_at: now,
+            expires_at: at(now, 1800),
+            access_token: access.digest(),
+            refresh_token: Some(RefreshToken::generate(&family).digest()),
+            superseded: None,
+            cnf: None,
+        };
+        let access = TokenInfo::new(subject, ClientId::new(KIT_CLIENT), scope, at(now, 600))
+            .with_grant_id(Some(grant.id));
+        (device.digest(), next, IssuedGrant { grant, access })
+    }
+
     /// Lower-case hex of `bytes`, as databases print blobs.
     pub fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -833,4 +881,205 @@ async fn both_dialects_have_one_schema() {
         lite.close().await;
     })
     .await;
+}
+
+/// A database that is paused, slow or down: every operation is 503 within the bound, no change
+/// is half-applied, and the store recovers by itself. A TCP proxy between the store and the
+/// server plays the faults (the real server is shared by other tests and stays up).
+#[cfg(feature = "postgres")]
+mod postgres_faults {
+    use std::net::SocketAddr;
+    use std::str::FromStr;
+    use std::time::{Duration, Instant};
+
+    use sqlx::postgres::PgConnectOptions;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+    use tower_device_flow::grant::GrantStatus;
+    use tower_device_flow::{Clock, PostgresStore, Store, StoreError, StoreResult, SystemClock};
+
+    use super::flow;
+    use super::sql_support::{guarded, pg, postgres_url, unique_name};
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Mode {
+        Forward,
+        /// Bytes are held, connections stay open: a paused or hung server.
+        Pause,
+        /// Every connection is cut and new ones are closed at once: a server that is down.
+        Down,
+    }
+
+    struct Proxy {
+        addr: SocketAddr,
+        mode: watch::Sender<Mode>,
+    }
+
+    impl Proxy {
+        async fn start(upstream: SocketAddr) -> Proxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (mode, rx) = watch::channel(Mode::Forward);
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    if *rx.borrow() == Mode::Down {
+                        continue; // dropped: closed at once
+                    }
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        continue;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(pump(cr, sw, rx.clone()));
+                    tokio::spawn(pump(sr, cw, rx.clone()));
+                }
+            });
+            Proxy { addr, mode }
+        }
+
+        fn set(&self, mode: Mode) {
+            self.mode.send_replace(mode);
+        }
+    }
+
+    /// Copies `from` to `to` while forwarding, holds bytes while paused, and drops both halves
+    /// (closing the connection) once down.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut mode: watch::Receiver<Mode>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = tokio::select! {
+                r = from.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+                _ = mode.wait_for(|m| *m == Mode::Down) => return,
+            };
+            match mode.wait_for(|m| *m != Mode::Pause).await.map(|m| *m) {
+                Ok(Mode::Forward) => {}
+                _ => return,
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// `op` fails with `Unavailable` within two seconds (the operation timeout is 500 ms).
+    async fn unavailable_in_time<T: std::fmt::Debug>(
+        what: &str,
+        op: impl std::future::Future<Output = StoreResult<T>>,
+    ) {
+        let started = Instant::now();
+        let result = op.await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{what}: {result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{what} took {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// The store answers again within a few attempts (each bounded), and then every time.
+    async fn recovers(store: &PostgresStore) {
+        let now = SystemClock.now();
+        let probe = tower_device_flow::Digest::of(b"probe");
+        let mut attempts = 0;
+        while store.device_grant(&probe, now).await.is_err() {
+            attempts += 1;
+            assert!(attempts < 20, "the store did not recover");
+        }
+        for _ in 0..10 {
+            assert_eq!(store.device_grant(&probe, now).await, Ok(None));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn faults_are_unavailable_in_time_and_the_store_recovers() {
+        let Some(url) = postgres_url("faults_are_unavailable_in_time") else {
+            return;
+        };
+        let options = PgConnectOptions::from_str(&url).expect("POSTGRES_URL");
+        let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+            .await
+            .expect("resolve")
+            .next()
+            .expect("an address");
+        let proxy = Proxy::start(upstream).await;
+        let schema = unique_name("pg_faults");
+        let store = PostgresStore::builder()
+            .schema(&schema)
+            .max_connections(4)
+            .acquire_timeout(Duration::from_millis(300))
+            .operation_timeout(Duration::from_millis(500))
+            .purge_every(None)
+            .connect_with(options.host("127.0.0.1").port(proxy.addr.port()))
+            .await
+            .expect("connect through the proxy");
+        store.migrate().await.expect("migrate");
+        let body = {
+            let store = store.clone();
+            async move {
+                let now = SystemClock.now();
+                let (device, redeemed, issue) = flow::approved(&store, now).await;
+                let (id, access) = (issue.grant.id, issue.grant.access_token);
+
+                // Paused: held bytes, open connections.
+                proxy.set(Mode::Pause);
+                unavailable_in_time("a read", store.device_grant(&device, now)).await;
+                unavailable_in_time(
+                    "a redemption",
+                    store.replace_device_grant(
+                        &device,
+                        1,
+                        redeemed.clone(),
+                        Some(issue.clone()),
+                        now,
+                    ),
+                )
+                .await;
+                proxy.set(Mode::Forward);
+                recovers(&store).await;
+                // Whatever reached the server, the redemption is whole or absent.
+                let current = store
+                    .device_grant(&device, now)
+                    .await
+                    .expect("read")
+                    .expect("grant");
+                let grant = store.grant(&id, now).await.expect("read");
+                let token = store.access_token(&access, now).await.expect("read");
+                if current.record.status == GrantStatus::Redeemed {
+                    assert!(grant.is_some() && token.is_some(), "half a redemption");
+                } else {
+                    assert!(grant.is_none() && token.is_none(), "half a redemption");
+                    assert!(store
+                        .replace_device_grant(&device, current.version, redeemed, Some(issue), now)
+                        .await
+                        .expect("redeem after recovery"));
+                }
+
+                // Down: connections cut, new ones refused.
+                proxy.set(Mode::Down);
+                unavailable_in_time("a read", store.grant(&id, now)).await;
+                unavailable_in_time("a revocation", store.revoke_grant(&id, now)).await;
+                proxy.set(Mode::Forward);
+                recovers(&store).await;
+                let grant = store.grant(&id, now).await.expect("read");
+                let token = store.access_token(&access, now).await.expect("read");
+                assert_eq!(grant.is_some(), token.is_some(), "half a revocation");
+            }
+        };
+        guarded(body, async {
+            store.close().await;
+            pg::drop_schema(&url, &schema).await;
+        })
+        .await;
+    }
 }
