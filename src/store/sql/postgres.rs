@@ -91,7 +91,10 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 /// [`operation_timeout`](PostgresStoreBuilder::operation_timeout) (default 5 s) and the server
 /// cancels a statement that runs longer (`statement_timeout`); a database that is down, paused
 /// or slow is answered `temporarily_unavailable` (503), and since every change is one statement
-/// it is applied whole or not at all. The pool reconnects by itself when the database is back.
+/// it is applied whole or not at all. The pool reconnects by itself when the database is back:
+/// each pooled connection the outage cut fails at most one more request (503) before it is
+/// replaced (the pool does not ping a connection before every use, which would double the
+/// round trips).
 ///
 /// The tables live in their own schema, [`DEFAULT_SCHEMA`] unless
 /// [`schema`](PostgresStoreBuilder::schema) or the URL's `options[search_path]` names another,
