@@ -5,6 +5,7 @@
 //! cargo bench --bench http_load
 //! BENCH_CONNS=32 BENCH_SECS=5 BENCH_WARMUP_SECS=1 BENCH_ROUNDS=3 cargo bench --bench http_load
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo bench --features redis --bench http_load
+//! POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --features postgres,sqlite --bench http_load
 //! ```
 //!
 //! Scenarios, each on hyper http1 with keep-alive, served on 127.0.0.1 ephemeral ports:
@@ -29,7 +30,10 @@
 //! Also, as diagnostics: the bare handler receiving the very request of scenario 4, bearer
 //! header included (1a); `GET /api/public` through the endpoints layer without the bearer layer
 //! (1b); scenario 4 against a store holding 1e6 tokens instead of 1e3 (4M); and, when built with
-//! `--features redis` and `REDIS_URL` is set, scenarios 3 and 4 on `RedisStore` (3r, 4r).
+//! `--features redis` and `REDIS_URL` is set, scenarios 3 and 4 on `RedisStore` (3r, 4r);
+//! with `--features postgres` and `POSTGRES_URL`, on `PostgresStore` in a schema of its own,
+//! dropped at the end (p3, p4); with `--features sqlite`, on `SqliteStore` in a temporary file
+//! (s3, s4; `BENCH_SQLITE_SYNC=0` for `synchronous = NORMAL`).
 //! Scenario 4 presents many distinct valid tokens in turn (all 1e3, or `BENCH_REAL_TOKENS`,
 //! default 262 144, of the 1e6), so lookups are spread over the table as in production.
 //!
@@ -764,6 +768,104 @@ async fn redis_scenarios(_cfg: &Config, _url: &str) -> Result<Vec<Scenario>, Str
     Err("REDIS_URL is set but this bench was built without `--features redis`".into())
 }
 
+/// Scenarios (3) and (4) on a store of the SQL kind `kind` (keys `{prefix}3`, `{prefix}4`).
+async fn store_scenarios<S: Store>(
+    cfg: &Config,
+    store: S,
+    kind: &str,
+    prefix: &str,
+) -> Vec<Scenario> {
+    let flow = DeviceFlow::builder(store)
+        .issuer("http://127.0.0.1:8080")
+        .interval(Duration::ZERO)
+        .expires_in(Duration::from_secs(300))
+        .max_grants_per_client(Some(u64::MAX))
+        .build();
+    let tokens = populate_tokens(
+        flow.store(),
+        cfg.small_tokens,
+        cfg.small_tokens.min(cfg.real_tokens),
+        Duration::from_secs(600),
+    )
+    .await;
+    let addr = serve_app(&flow, cfg.nodelay).await;
+    let codes = pending_device_codes(addr, cfg.conns, cfg.nodelay).await;
+    let (k3, k4) = match prefix {
+        "p" => ("p3", "p4"),
+        _ => ("s3", "s4"),
+    };
+    vec![
+        Scenario {
+            key: k3,
+            label: format!("({k3}) `POST /oauth/token` pending, {kind}"),
+            addr,
+            templates: poll_templates(addr, &codes),
+            expect: StatusCode::BAD_REQUEST,
+        },
+        Scenario {
+            key: k4,
+            label: format!(
+                "({k4}) `GET /api/me` valid token, {kind}, {} tokens",
+                cfg.small_tokens
+            ),
+            addr,
+            templates: me_templates(addr, &tokens, cfg.conns),
+            expect: StatusCode::OK,
+        },
+    ]
+}
+
+/// PostgreSQL in a schema of its own (dropped at the end by `drop_postgres_schema`).
+#[cfg(feature = "postgres")]
+async fn postgres_scenarios(cfg: &Config, url: &str) -> Result<Vec<Scenario>, String> {
+    use tower_device_flow::PostgresStore;
+    let store = PostgresStore::builder()
+        .schema(postgres_schema())
+        .max_connections(u32::try_from(cfg.conns).unwrap_or(32))
+        .client(Client::public(CLIENT_ID, demo_scopes()).with_name("Demo device"))
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    store.migrate().await.map_err(|e| format!("migrate: {e}"))?;
+    Ok(store_scenarios(cfg, store, "PostgresStore", "p").await)
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_schema() -> String {
+    format!("tdf_bench_{}", std::process::id())
+}
+
+#[cfg(feature = "postgres")]
+async fn drop_postgres_schema(url: &str) {
+    use sqlx::Connection as _;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(url).await {
+        let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", postgres_schema());
+        let _ = sqlx::query(&drop).execute(&mut conn).await;
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_scenarios(_cfg: &Config, _url: &str) -> Result<Vec<Scenario>, String> {
+    Err("POSTGRES_URL is set but this bench was built without `--features postgres`".into())
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn drop_postgres_schema(_url: &str) {}
+
+/// SQLite in a temporary file (`BENCH_SQLITE_SYNC=0` for `synchronous = NORMAL`).
+#[cfg(feature = "sqlite")]
+async fn sqlite_scenarios(cfg: &Config, path: &std::path::Path) -> Result<Vec<Scenario>, String> {
+    use tower_device_flow::SqliteStore;
+    let store = SqliteStore::builder()
+        .sync_every_commit(env_or::<u8>("BENCH_SQLITE_SYNC", 1) != 0)
+        .client(Client::public(CLIENT_ID, demo_scopes()).with_name("Demo device"))
+        .connect(path)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    store.migrate().await.map_err(|e| format!("migrate: {e}"))?;
+    Ok(store_scenarios(cfg, store, "SqliteStore", "s").await)
+}
+
 async fn run(cfg: Config) {
     println!("# http_load");
     println!();
@@ -934,6 +1036,26 @@ async fn run(cfg: Config) {
         None => notes.push("Redis scenarios skipped: REDIS_URL is not set.".to_owned()),
     }
 
+    let postgres_url = std::env::var("POSTGRES_URL").ok().filter(|u| !u.is_empty());
+    match &postgres_url {
+        Some(url) => match postgres_scenarios(&cfg, url).await {
+            Ok(r) => scenarios.extend(r),
+            Err(e) => notes.push(format!("PostgreSQL scenarios skipped: {e}.")),
+        },
+        None => notes.push("PostgreSQL scenarios skipped: POSTGRES_URL is not set.".to_owned()),
+    }
+    let sqlite_dir = std::env::temp_dir().join(format!("tdf-bench-{}", std::process::id()));
+    #[cfg(feature = "sqlite")]
+    {
+        let _ = std::fs::create_dir_all(&sqlite_dir);
+        match sqlite_scenarios(&cfg, &sqlite_dir.join("bench.sqlite3")).await {
+            Ok(r) => scenarios.extend(r),
+            Err(e) => notes.push(format!("SQLite scenarios skipped: {e}.")),
+        }
+    }
+    #[cfg(not(feature = "sqlite"))]
+    notes.push("SQLite scenarios skipped: built without `--features sqlite`.".to_owned());
+
     if !cfg.only.is_empty() {
         scenarios.retain(|s| cfg.only.iter().any(|k| k == s.key));
     }
@@ -956,6 +1078,10 @@ async fn run(cfg: Config) {
         .map(|(s, o)| summarize(s, o))
         .collect();
     report(&rows, &notes);
+    if let Some(url) = &postgres_url {
+        drop_postgres_schema(url).await;
+    }
+    let _ = std::fs::remove_dir_all(&sqlite_dir);
 }
 
 fn report(rows: &[Row], notes: &[String]) {
@@ -1017,6 +1143,10 @@ fn report(rows: &[Row], notes: &[String]) {
         "4",
         0.40,
     );
+    target("PostgreSQL (3) ÷ in-memory (3) (no target)", "p3", "3", 0.0);
+    target("PostgreSQL (4) ÷ in-memory (4) (no target)", "p4", "4", 0.0);
+    target("SQLite (3) ÷ in-memory (3) (no target)", "s3", "3", 0.0);
+    target("SQLite (4) ÷ in-memory (4) (no target)", "s4", "4", 0.0);
     for n in notes {
         println!();
         println!("{n}");

@@ -8,6 +8,11 @@
 //! so several instances on one Redis serve one flow: authorize on one, approve on another, poll
 //! any of them. `--redis-prefix` (default `tdf`) separates deployments sharing a Redis.
 //!
+//! With `--postgres URL` (build with `--features postgres`) the flow lives in PostgreSQL, in
+//! the schema `device_flow` unless the URL names another (`?options[search_path]=NAME`), for
+//! many instances on one database; with `--sqlite PATH` (`--features sqlite`) in an SQLite
+//! file, for one instance that survives a restart. Either creates its tables at start.
+//!
 //! Its HTTP surface is fixed by `DEMO_CONTRACT.md`: clients `demo-device` (public) and
 //! `demo-confidential` (secret `demo-secret`), end users `alice` and `bob` signing in to the
 //! verification page with HTTP Basic, and three API routes, two of them guarded by scope.
@@ -39,7 +44,8 @@ mod server_loop;
 
 const USAGE: &str =
     "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS] \
-[--redis URL [--redis-prefix PREFIX]] [--no-limits] [--header-timeout SECS] [--max-connections N]";
+[--redis URL [--redis-prefix PREFIX]] [--postgres URL] [--sqlite PATH] [--no-limits] \
+[--header-timeout SECS] [--max-connections N]";
 
 struct Args {
     addr: SocketAddr,
@@ -49,6 +55,8 @@ struct Args {
     redis_prefix: String,
     no_limits: bool,
     server: server_loop::ServerLimits,
+    postgres: Option<String>,
+    sqlite: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,6 +68,8 @@ fn parse_args() -> Result<Args, String> {
         redis_prefix: "tdf".into(),
         no_limits: false,
         server: server_loop::ServerLimits::default(),
+        postgres: None,
+        sqlite: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,6 +95,8 @@ fn parse_args() -> Result<Args, String> {
             "--max-connections" => {
                 args.server.max_connections = value.parse().map_err(|e| bad(&e))?
             }
+            "--postgres" => args.postgres = Some(value),
+            "--sqlite" => args.sqlite = Some(value),
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -126,6 +138,12 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(url) = args.postgres.clone() {
+        return serve_postgres(url, args).await;
+    }
+    if let Some(path) = args.sqlite.clone() {
+        return serve_sqlite(path, args).await;
+    }
     match args.redis.clone() {
         None => {
             let store = demo_clients()
@@ -156,6 +174,60 @@ async fn serve_redis(url: String, args: Args) {
 #[cfg(not(feature = "redis"))]
 async fn serve_redis(_url: String, _args: Args) {
     eprintln!("--redis needs the redis feature: cargo run --example device_server --features redis -- ...");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "postgres")]
+async fn serve_postgres(url: String, args: Args) {
+    let builder = demo_clients()
+        .into_iter()
+        .fold(tower_device_flow::PostgresStore::builder(), |b, c| {
+            b.client(c)
+        });
+    let store = match builder.connect(&url).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("cannot use PostgreSQL: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = store.migrate().await {
+        eprintln!("cannot create the tables in PostgreSQL: {e}");
+        std::process::exit(1);
+    }
+    serve(store, args).await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn serve_postgres(_url: String, _args: Args) {
+    eprintln!("--postgres needs the postgres feature: cargo run --example device_server --features postgres -- ...");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "sqlite")]
+async fn serve_sqlite(path: String, args: Args) {
+    let builder = demo_clients()
+        .into_iter()
+        .fold(tower_device_flow::SqliteStore::builder(), |b, c| {
+            b.client(c)
+        });
+    let store = match builder.connect(&path).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("cannot open the SQLite file {path}: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = store.migrate().await {
+        eprintln!("cannot create the tables in {path}: {e}");
+        std::process::exit(1);
+    }
+    serve(store, args).await
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn serve_sqlite(_path: String, _args: Args) {
+    eprintln!("--sqlite needs the sqlite feature: cargo run --example device_server --features sqlite -- ...");
     std::process::exit(2);
 }
 

@@ -150,7 +150,11 @@ pub use store::{
     Client, ClientId, ClientRegistry, ClientSource, MemoryStore, Store, StoreError, StoreResult,
     Subject, TokenInfo, Versioned,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use store::{SqliteStore, SqliteStoreBuilder};
 pub use token::TokenEndpoint;
 pub use verification::{BasicLogin, EndUserResolver, Verification, VerificationPage};

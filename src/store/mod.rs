@@ -24,5 +24,11 @@ pub use traits::{Store, StoreError, StoreResult};
 mod redis;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
+#[cfg(feature = "postgres")]
+pub use sql::{PostgresStore, PostgresStoreBuilder, DEFAULT_SCHEMA};
+#[cfg(feature = "sqlite")]
+pub use sql::{SqliteStore, SqliteStoreBuilder};
 #[cfg(feature = "test-kit")]
 pub mod test_kit;
