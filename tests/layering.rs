@@ -27,6 +27,8 @@ const FLOORS: &[(&str, &[&str])] = &[
             "page",
             "config",
             "response",
+            "audience",
+            "jwt",
         ],
     ),
     (
@@ -40,6 +42,8 @@ const FLOORS: &[(&str, &[&str])] = &[
             "introspection",
             "metadata",
             "axum",
+            "jwks",
+            "resource_server",
         ],
     ),
     (

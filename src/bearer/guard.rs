@@ -128,7 +128,11 @@ impl Refusal {
 
 /// What one layer checks and how it refuses.
 pub(super) struct Guard {
+    pub(super) realm: String,
     pub(super) requirement: ScopeRequirement,
+    /// The resource this layer guards (RFC 8707): tokens must name it in their audience.
+    pub(super) audience: Option<Box<str>>,
+    pub(super) wrong_audience: Refusal,
     pub(super) missing: Refusal,
     pub(super) malformed: Refusal,
     pub(super) invalid: Refusal,
@@ -176,8 +180,23 @@ impl Guard {
                 "the access token lacks a required scope",
                 &scope,
             ),
+            wrong_audience: Refusal::new(
+                &realm,
+                ErrorCode::InvalidToken,
+                StatusCode::UNAUTHORIZED,
+                "the access token is not meant for this resource",
+                "",
+            ),
             requirement,
+            audience: None,
+            realm,
         }
+    }
+
+    /// The same checks, also requiring `audience` in the token's `aud`.
+    pub(super) fn with_audience(mut self, audience: Option<&str>) -> Self {
+        self.audience = audience.map(Box::from);
+        self
     }
 
     /// The verdict on a looked-up token.
@@ -189,6 +208,16 @@ impl Guard {
         match token {
             None => Err(&self.invalid),
             Some(t) if t.is_expired(now) => Err(&self.expired),
+            // A token without an audience is not meant for any resource in particular: a
+            // layer that names its resource refuses it.
+            Some(t)
+                if self
+                    .audience
+                    .as_deref()
+                    .is_some_and(|a| !t.audience.as_ref().is_some_and(|aud| aud.contains(a))) =>
+            {
+                Err(&self.wrong_audience)
+            }
             Some(t) if !self.requirement.is_met_by(&t.scope) => Err(&self.insufficient),
             Some(t) => Ok(t),
         }

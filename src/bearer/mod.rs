@@ -105,8 +105,22 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
     /// The same layer, challenging with `realm` (RFC 6750 3).
     pub fn with_realm(self, realm: &str) -> Self {
         let requirement = self.guard.requirement.clone();
+        let guard = Guard::new(realm, requirement).with_audience(self.guard.audience.as_deref());
         RequireOAuthLayer {
-            guard: Arc::new(Guard::new(realm, requirement)),
+            guard: Arc::new(guard),
+            ..self
+        }
+    }
+
+    /// The same layer, accepting only tokens meant for `resource` (RFC 8707): its `aud`, in
+    /// JWTs and introspection answers, must name it. Tokens without an audience are refused
+    /// too (401 `invalid_token`), whatever the verifier; leave this unset only for an API
+    /// that accepts every token its authorization server issues.
+    pub fn with_audience(self, resource: &str) -> Self {
+        let guard = Guard::new(&self.guard.realm, self.guard.requirement.clone())
+            .with_audience(Some(resource));
+        RequireOAuthLayer {
+            guard: Arc::new(guard),
             ..self
         }
     }
