@@ -4,6 +4,9 @@
 //! cargo run --release --example device_server -- --addr 127.0.0.1:8080 [--expires-in 1800] [--interval 5]
 //! ```
 //!
+//! With `--jwt` access tokens are RFC 9068 JWTs, verifiable by `examples/resource_server.rs`
+//! against `GET /.well-known/jwks.json`. Every token's audience is `http://ADDR/api`.
+//!
 //! With `--redis URL` (build with `--features redis`) the flow lives in Redis instead of memory,
 //! so several instances on one Redis serve one flow: authorize on one, approve on another, poll
 //! any of them. `--redis-prefix` (default `tdf`) separates deployments sharing a Redis.
@@ -14,6 +17,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,11 +31,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::form::RECOMMENDED_BODY_TIMEOUT;
-use tower_device_flow::{BasicLogin, Client, DeviceFlow, MemoryStore, Scope, Store, TokenInfo};
+use tower_device_flow::jwt::{JwsAlgorithm, JwtKeys, SigningKey};
+use tower_device_flow::{
+    Audience, BasicLogin, Client, DeviceFlow, MemoryStore, Scope, Store, TokenInfo,
+};
 
 const USAGE: &str =
     "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS] \
-[--redis URL [--redis-prefix PREFIX]]";
+[--redis URL [--redis-prefix PREFIX]] [--jwt]";
 
 struct Args {
     addr: SocketAddr,
@@ -39,6 +46,7 @@ struct Args {
     interval: u64,
     redis: Option<String>,
     redis_prefix: String,
+    jwt: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,11 +56,16 @@ fn parse_args() -> Result<Args, String> {
         interval: 5,
         redis: None,
         redis_prefix: "tdf".into(),
+        jwt: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.into());
+        }
+        if flag == "--jwt" {
+            args.jwt = true;
+            continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}\n{USAGE}");
@@ -85,12 +98,24 @@ fn token_of<B>(req: &Request<B>) -> Option<&TokenInfo> {
     req.extensions().get::<TokenInfo>()
 }
 
-fn demo_clients() -> [Client; 2] {
+/// The resource indicator (RFC 8707) of the demo's API, `/api` under the issuer: the audience
+/// of every token, and the one resource the clients may name.
+fn demo_api(addr: SocketAddr) -> Option<Audience> {
+    Audience::from_resources([format!("http://{addr}/api")]).ok()
+}
+
+fn demo_clients(api: Option<Audience>) -> [Client; 2] {
     let scopes = Scope::parse("profile email").unwrap_or_default();
+    let resources = |c: Client| match &api {
+        Some(api) => c.with_resources(api.clone()),
+        None => c,
+    };
     [
-        Client::public("demo-device", scopes.clone()).with_name("Demo device"),
-        Client::confidential("demo-confidential", "demo-secret", scopes)
-            .with_name("Demo confidential client"),
+        resources(Client::public("demo-device", scopes.clone()).with_name("Demo device")),
+        resources(
+            Client::confidential("demo-confidential", "demo-secret", scopes)
+                .with_name("Demo confidential client"),
+        ),
     ]
 }
 
@@ -105,7 +130,7 @@ async fn main() {
     };
     match args.redis.clone() {
         None => {
-            let store = demo_clients()
+            let store = demo_clients(demo_api(args.addr))
                 .into_iter()
                 .fold(MemoryStore::builder(), |b, c| b.client(c))
                 .build();
@@ -117,7 +142,7 @@ async fn main() {
 
 #[cfg(feature = "redis")]
 async fn serve_redis(url: String, args: Args) {
-    let builder = demo_clients().into_iter().fold(
+    let builder = demo_clients(demo_api(args.addr)).into_iter().fold(
         tower_device_flow::RedisStore::builder().prefix(args.redis_prefix.clone()),
         |b, c| b.client(c),
     );
@@ -146,7 +171,21 @@ async fn serve<S: Store>(store: S, args: Args) {
         .body_read_timeout(Some(RECOMMENDED_BODY_TIMEOUT))
         .end_user(BasicLogin::users("device", USERS))
         .scopes_supported(scopes)
-        .build();
+        .default_audience(demo_api(args.addr));
+    // With --jwt, access tokens are RFC 9068 JWTs signed by a key generated at start (its
+    // public half at /.well-known/jwks.json); otherwise random strings.
+    let flow = if args.jwt {
+        match SigningKey::generate(JwsAlgorithm::EdDSA) {
+            Ok(key) => flow.jwt_access_tokens(Arc::new(JwtKeys::new(key))),
+            Err(e) => {
+                eprintln!("cannot generate a signing key: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        flow
+    }
+    .build();
 
     // The two guarded routes and the same handler shape without the layer.
     let me = flow
