@@ -704,7 +704,8 @@ async fn bad_jwts_are_invalid_token() {
             let mut h = Header::new(Algorithm::HS256);
             h.kid = Some(kid.clone());
             h.typ = Some("at+jwt".into());
-            jsonwebtoken::encode(&h, &good, &EncodingKey::from_secret(x.as_bytes()).unwrap()).unwrap()
+            jsonwebtoken::encode(&h, &good, &EncodingKey::from_secret(x.as_bytes()).unwrap())
+                .unwrap()
         }),
         ("garbage", "a.b.c".into()),
     ];
