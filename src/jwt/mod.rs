@@ -7,7 +7,7 @@
 //! with EdDSA (Ed25519) or ES256 by the [`jsonwebtoken`] crate on RustCrypto; this module only
 //! holds keys and writes claims.
 //!
-//! Each access token's digest and [`TokenInfo`](crate::store::TokenInfo) are stored exactly as
+//! Each access token's digest and [`crate::store::TokenInfo`] are stored exactly as
 //! for random tokens, so introspection and revocation keep answering for JWTs. But a resource
 //! server that verifies the signature does not ask: **a JWT stays valid until its `exp`**, even
 //! after revocation. Keep access tokens short-lived

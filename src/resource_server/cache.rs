@@ -11,11 +11,13 @@ use crate::codes::Digest;
 
 const SHARDS: usize = 16;
 
+type Shard<V> = Mutex<HashMap<[u8; 32], (V, Timestamp)>>;
+
 /// Answers keyed by token digest, each kept until its own deadline, at most `capacity` in all.
 /// Sharded so concurrent requests rarely wait on one lock; a full shard evicts an arbitrary
 /// entry (digests are uniformly spread, so which one is as good as random).
 pub(crate) struct AnswerCache<V> {
-    shards: Box<[Mutex<HashMap<[u8; 32], (V, Timestamp)>>]>,
+    shards: Box<[Shard<V>]>,
     per_shard: usize,
 }
 
@@ -27,7 +29,7 @@ impl<V: Clone> AnswerCache<V> {
         }
     }
 
-    fn shard(&self, key: &Digest) -> &Mutex<HashMap<[u8; 32], (V, Timestamp)>> {
+    fn shard(&self, key: &Digest) -> &Shard<V> {
         &self.shards[usize::from(key.as_bytes()[0]) % SHARDS]
     }
 
@@ -236,7 +238,7 @@ mod tests {
         // The leader never finishes: it is cancelled by a timeout.
         let leader = tokio::time::timeout(
             Duration::from_millis(1),
-            flight.run(&key, || std::future::pending()),
+            flight.run(&key, std::future::pending),
         );
         assert!(leader.await.is_err());
         assert_eq!(flight.len(), 0, "an abandoned flight is forgotten");

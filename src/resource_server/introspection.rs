@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use super::cache::{AnswerCache, Singleflight};
 use super::http::{BoxError, HttpError, TowerTransport, Transport};
-use super::{audience_of, OneOrMany};
+use super::wire::{absolute_url, audience_of, InvalidUrl, OneOrMany};
 use crate::bearer::{TokenVerifier, VerifyError};
 use crate::clock::Timestamp;
 use crate::codes::{Digest, Thumbprint};
@@ -101,26 +101,6 @@ pub struct IntrospectionVerifierBuilder {
     ttl: Duration,
     negative_ttl: Duration,
     capacity: usize,
-}
-
-/// A URL that is not an absolute `http` or `https` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidUrl(pub(crate) String);
-
-impl fmt::Display for InvalidUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not an absolute http(s) URL: {:?}", self.0)
-    }
-}
-
-impl std::error::Error for InvalidUrl {}
-
-pub(crate) fn absolute_url(url: &str) -> Result<Uri, InvalidUrl> {
-    let uri: Uri = url.parse().map_err(|_| InvalidUrl(url.to_owned()))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http" | "https"), Some(_)) => Ok(uri),
-        _ => Err(InvalidUrl(url.to_owned())),
-    }
 }
 
 impl IntrospectionVerifier {

@@ -17,7 +17,7 @@ use tower_service::Service;
 
 use super::cache::AnswerCache;
 use super::http::{BoxError, HttpError, TowerTransport, Transport};
-use super::introspection::{absolute_url, InvalidUrl};
+use super::wire::{absolute_url, InvalidUrl};
 use crate::bearer::{TokenVerifier, VerifyError};
 use crate::clock::Timestamp;
 use crate::codes::Digest;

@@ -54,29 +54,10 @@ mod http;
 mod introspection;
 #[cfg(feature = "jwt")]
 mod jwt;
-
-use serde::Deserialize;
+mod wire;
 
 pub use self::http::BoxError;
-pub use introspection::{IntrospectionVerifier, IntrospectionVerifierBuilder, InvalidUrl};
+pub use introspection::{IntrospectionVerifier, IntrospectionVerifierBuilder};
 #[cfg(feature = "jwt")]
 pub use jwt::{JwtVerifier, JwtVerifierBuilder};
-
-use crate::ids::Audience;
-
-/// `aud` as RFC 7519 allows it: one string or an array.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub(crate) enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// The audience `aud` names, or `None` if a member is not a resource URI.
-pub(crate) fn audience_of(aud: OneOrMany) -> Option<Audience> {
-    match aud {
-        OneOrMany::One(r) => Audience::from_resources(r.split(' ').filter(|r| !r.is_empty())),
-        OneOrMany::Many(v) => Audience::from_resources(v),
-    }
-    .ok()
-}
+pub use wire::InvalidUrl;
