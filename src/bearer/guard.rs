@@ -238,6 +238,33 @@ mod tests {
     }
 
     #[test]
+    fn audience_checks() {
+        use crate::ids::{Audience, ClientId, Subject};
+        let now = Timestamp::from_unix_millis(0);
+        let token = |aud: Option<&str>| {
+            TokenInfo::new(
+                Subject::new("a"),
+                ClientId::new("c"),
+                Scope::parse("email").unwrap(),
+                now.saturating_add(std::time::Duration::from_secs(1)),
+            )
+            .with_audience(aud.map(|a| Audience::from_resources([a]).unwrap()))
+        };
+        let any = Guard::new(
+            "api",
+            ScopeRequirement::AllOf(Scope::parse("email").unwrap()),
+        );
+        assert!(any.check(Some(token(None)), now).is_ok());
+        let ours = Guard::new("api", any.requirement.clone()).with_audience(Some("https://api"));
+        assert!(ours.check(Some(token(Some("https://api"))), now).is_ok());
+        for bad in [None, Some("https://other")] {
+            let r = ours.check(Some(token(bad)), now).unwrap_err();
+            assert_eq!(r.code, ErrorCode::InvalidToken);
+            assert_eq!(r.response(false).status(), 401);
+        }
+    }
+
+    #[test]
     fn challenges() {
         let g = Guard::new(
             "api",

@@ -336,6 +336,20 @@ impl Inner {
         )
     }
 
+    /// The answer for `token`, from the one introspection in flight for it, cached.
+    async fn introspect_once(&self, token: &str, key: Digest, now: Timestamp) -> Answer {
+        self.inflight
+            .run(&key, || async {
+                let answer = self.introspect(token).await;
+                if let Ok(found) = &answer {
+                    self.cache
+                        .insert(&key, found.clone(), self.keep_until(found, now), now);
+                }
+                answer
+            })
+            .await
+    }
+
     /// How long an answer obtained at `now` may be kept.
     fn keep_until(&self, answer: &Option<TokenInfo>, now: Timestamp) -> Timestamp {
         match answer {
@@ -346,23 +360,20 @@ impl Inner {
 }
 
 impl TokenVerifier for IntrospectionVerifier {
-    async fn verify(&self, token: &str, now: Timestamp) -> Result<Option<TokenInfo>, VerifyError> {
+    fn verify(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = Result<Option<TokenInfo>, VerifyError>> + Send {
         let inner = &self.inner;
         let key = Digest::of(token.as_bytes());
-        if let Some(answer) = inner.cache.get(&key, now) {
-            return Ok(answer);
+        let cached = inner.cache.get(&key, now);
+        async move {
+            match cached {
+                Some(answer) => Ok(answer),
+                // Boxed: a cache hit stays a small future.
+                None => Box::pin(inner.introspect_once(token, key, now)).await,
+            }
         }
-        inner
-            .inflight
-            .run(&key, || async {
-                let answer = inner.introspect(token).await;
-                if let Ok(found) = &answer {
-                    inner
-                        .cache
-                        .insert(&key, found.clone(), inner.keep_until(found, now), now);
-                }
-                answer
-            })
-            .await
     }
 }

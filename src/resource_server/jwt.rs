@@ -337,11 +337,12 @@ impl Inner {
         }
     }
 
-    async fn verify(&self, token: &str, now: Timestamp) -> Result<Option<TokenInfo>, VerifyError> {
-        let digest = Digest::of(token.as_bytes());
-        if let Some(info) = self.verified.get(&digest, now) {
-            return Ok(Some(info));
-        }
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        digest: Digest,
+        now: Timestamp,
+    ) -> Result<Option<TokenInfo>, VerifyError> {
         // `alg: none` and unknown algorithms do not even parse as a header.
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return Ok(None);
@@ -405,6 +406,14 @@ impl TokenVerifier for JwtVerifier {
         token: &str,
         now: Timestamp,
     ) -> impl std::future::Future<Output = Result<Option<TokenInfo>, VerifyError>> + Send {
-        self.inner.verify(token, now)
+        let digest = Digest::of(token.as_bytes());
+        let known = self.inner.verified.get(&digest, now);
+        async move {
+            match known {
+                Some(info) => Ok(Some(info)),
+                // Boxed: the common case above stays a small future.
+                None => Box::pin(self.inner.verify_uncached(token, digest, now)).await,
+            }
+        }
     }
 }
