@@ -314,6 +314,12 @@ async fn jwt_tokens_of_the_demo_open_the_jwt_resource_server() {
         &http.get(&format!("{}/api/me", api.base), Some(&none)).await,
         "alg none",
     );
+    // JWTs need no authorization server to verify: with it stopped, the token still works.
+    auth.stop();
+    let res = http
+        .get(&format!("{}/api/me", api.base), Some(access(&tokens)))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
 }
 
 /// An authorization server in this process, whose signing key the test holds, and the

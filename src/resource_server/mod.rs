@@ -39,7 +39,7 @@
 //!     .with_audience("https://api.example.com/");
 //! let me = guard.layer(service_fn(|req: Request<Full<bytes::Bytes>>| async move {
 //!     let who = req.extensions().get::<TokenInfo>().map(|t| t.subject.to_string());
-//!     Ok::<_, std::convert::Infallible>(Response::new(Full::from(who.unwrap_or_default())))
+//!     Ok::<_, std::convert::Infallible>(Response::new(Full::<bytes::Bytes>::from(who.unwrap_or_default())))
 //! }));
 //! # let _ = me;
 //! # }
