@@ -5,14 +5,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use super::records::Client;
-use super::traits::StoreResult;
+use super::records::{Client, StoreResult};
 
 /// Looks clients up by id: the one thing the endpoints need to know about clients.
 ///
-/// Every [`Store`](super::Store) is a client source (usually by holding a [`ClientRegistry`]),
-/// and [`DeviceFlowBuilder::clients`](crate::DeviceFlowBuilder::clients) can take another one,
-/// so an application can keep its clients in its own database without implementing a store.
+/// Every [`Store`](super::Store) is a client source: usually by holding a [`ClientRegistry`],
+/// or, for an application that keeps its clients in its own database, by asking it.
 ///
 /// ```
 /// use tower_device_flow::store::{ClientSource, StoreResult};
