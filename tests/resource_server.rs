@@ -774,3 +774,30 @@ async fn es256_tokens_verify_too() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_key_the_issuer_withdraws_stops_verifying_once_the_keys_are_old() {
+    let (a, forger) = ed25519(9);
+    let kid = a.kid().to_owned();
+    let asrv = auth_server(Some(a), Duration::from_secs(600)).await;
+    let api = asrv.guard(asrv.jwt_verifier());
+    let signed = |jti: &str| {
+        let mut c = claims(&asrv);
+        c["jti"] = json!(jti);
+        c["exp"] = json!(START_MILLIS / 1000 + 7200);
+        forge(&c, &forger, &kid, Some("at+jwt"))
+    };
+    assert_eq!(api.get(&signed("1")).await.status, 200);
+    // The server withdraws the key (say, after a compromise).
+    let keys = asrv.keys.as_ref().unwrap();
+    keys.rotate(ed25519(10).0);
+    keys.retire(&kid);
+    // The verifier trusts the keys it holds for a while...
+    asrv.clock.advance(Duration::from_secs(15 * 60 - 1));
+    assert_eq!(api.get(&signed("2")).await.status, 200);
+    assert_eq!(asrv.jwks_fetches(), 1);
+    // ...then refetches, and the withdrawn key verifies nothing new.
+    asrv.clock.advance(Duration::from_secs(1));
+    api.get(&signed("3")).await.assert_invalid_token();
+    assert_eq!(asrv.jwks_fetches(), 2);
+}

@@ -31,7 +31,9 @@ use crate::store::TokenInfo;
 ///   key with that `kid` (so `alg: none`, `HS256` and key confusion are refused);
 /// - its signature verifies with that key, from the issuer's JWKS. An unknown `kid` refetches
 ///   the JWKS (after a rotation), at most once per
-///   [`min_refresh_interval`](JwtVerifierBuilder::min_refresh_interval) (default 10 s);
+///   [`min_refresh_interval`](JwtVerifierBuilder::min_refresh_interval) (default 10 s), and
+///   keys older than [`max_key_age`](JwtVerifierBuilder::max_key_age) (15 min) are refetched,
+///   so a key the issuer withdraws stops verifying new tokens;
 /// - `iss` is the configured issuer; `exp` is after now and `nbf`, `iat` (if present) not
 ///   after now, within a [`leeway`](JwtVerifierBuilder::leeway) (default 5 s) for clock skew;
 /// - `sub`, `client_id`, `jti` are present and `scope` is valid scope syntax.
@@ -77,6 +79,7 @@ struct Inner {
     /// One JWKS fetch at a time.
     refresh: tokio::sync::Mutex<()>,
     min_refresh_interval: Duration,
+    max_key_age: Duration,
     leeway: u64,
     timeout: Duration,
     verified: AnswerCache<TokenInfo>,
@@ -95,6 +98,7 @@ pub struct JwtVerifierBuilder {
     issuer: String,
     jwks_uri: Option<Uri>,
     min_refresh_interval: Duration,
+    max_key_age: Duration,
     leeway: Duration,
     timeout: Duration,
     capacity: usize,
@@ -116,6 +120,7 @@ impl JwtVerifier {
             issuer: issuer.trim_end_matches('/').to_owned(),
             jwks_uri: None,
             min_refresh_interval: Duration::from_secs(10),
+            max_key_age: Duration::from_secs(15 * 60),
             leeway: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
             capacity: 100_000,
@@ -135,6 +140,14 @@ impl JwtVerifierBuilder {
     /// with made-up key ids cannot make the verifier hammer the authorization server.
     pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
         self.min_refresh_interval = interval;
+        self
+    }
+
+    /// How long fetched keys are trusted before the JWKS is fetched again (default 15 min), so
+    /// a key the issuer stops publishing (retired, or withdrawn after a compromise) stops
+    /// verifying new tokens. If that fetch fails, the keys in hand stay in use.
+    pub fn max_key_age(mut self, age: Duration) -> Self {
+        self.max_key_age = age;
         self
     }
 
@@ -167,6 +180,7 @@ impl JwtVerifierBuilder {
                 keys: RwLock::new(Keys::default()),
                 refresh: tokio::sync::Mutex::new(()),
                 min_refresh_interval: self.min_refresh_interval,
+                max_key_age: self.max_key_age,
                 leeway: self.leeway.as_secs(),
                 timeout: self.timeout,
                 verified: AnswerCache::new(self.capacity),
@@ -288,6 +302,58 @@ impl Inner {
             .cloned()
     }
 
+    /// Refetches the JWKS when the keys in hand are older than `max_key_age`; on failure they
+    /// stay in use (the next attempt waits `min_refresh_interval`).
+    async fn refresh_if_old(&self, now: Timestamp) {
+        let due = |last: Option<(Timestamp, bool)>| match last {
+            Some((at, true)) => now >= at.saturating_add(self.max_key_age),
+            Some((at, false)) => now >= at.saturating_add(self.min_refresh_interval),
+            None => false,
+        };
+        let last = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_fetch;
+        if !due(last)
+            || self
+                .keys
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .by_kid
+                .is_empty()
+        {
+            return;
+        }
+        let _one_fetch = self.refresh.lock().await;
+        let last = self
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_fetch;
+        if !due(last) {
+            return; // another request refreshed meanwhile
+        }
+        let fetched = self.fetch_jwks().await;
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        match fetched {
+            Ok(set) => {
+                keys.by_kid = usable_keys(set);
+                keys.last_fetch = Some((now, true));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not refresh the issuer's JWKS; keeping the keys in hand");
+                keys.last_fetch = Some((now, false));
+            }
+        }
+    }
+
+    async fn fetch_jwks(&self) -> Result<JwkSet, VerifyError> {
+        let body = self.get(self.jwks_uri().await?).await?;
+        serde_json::from_slice::<JwkSet>(&body)
+            .map_err(|e| VerifyError::Failed(format!("JWKS: {e}")))
+    }
+
     /// The key `kid`, refetching the JWKS if it is unknown and the last fetch is old enough.
     /// `Ok(None)`: still unknown after a fetch, or fetched too recently to try again.
     async fn key_refreshed(
@@ -316,12 +382,7 @@ impl Inner {
                 };
             }
         }
-        let fetched = async {
-            let body = self.get(self.jwks_uri().await?).await?;
-            serde_json::from_slice::<JwkSet>(&body)
-                .map_err(|e| VerifyError::Failed(format!("JWKS: {e}")))
-        }
-        .await;
+        let fetched = self.fetch_jwks().await;
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         match fetched {
             Ok(set) => {
@@ -356,6 +417,7 @@ impl Inner {
         let Some(kid) = header.kid.as_deref() else {
             return Ok(None);
         };
+        self.refresh_if_old(now).await;
         let key = match self.key(kid) {
             Some(key) => key,
             None => match self.key_refreshed(kid, now).await? {
