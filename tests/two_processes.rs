@@ -178,6 +178,18 @@ async fn device_flow_tokens_open_the_introspecting_resource_server() {
             .await,
         "unknown token",
     );
+    // Without --jwt the demo publishes no keys.
+    let meta = http
+        .get(
+            &format!("{}/.well-known/oauth-authorization-server", auth.base),
+            None,
+        )
+        .await;
+    assert!(meta.json().get("jwks_uri").is_none());
+    let jwks = http
+        .get(&format!("{}/.well-known/jwks.json", auth.base), None)
+        .await;
+    assert_eq!(jwks.status, 404);
     // A refresh token is not an access token, there either.
     let refresh = tokens["refresh_token"].as_str().unwrap();
     assert_invalid_token(
