@@ -4,6 +4,9 @@
 //! cargo run --release --example device_server -- --addr 127.0.0.1:8080 [--expires-in 1800] [--interval 5]
 //! ```
 //!
+//! With `--jwt` access tokens are RFC 9068 JWTs, verifiable by `examples/resource_server.rs`
+//! against `GET /.well-known/jwks.json`. Every token's audience is `http://ADDR/api`.
+//!
 //! With `--redis URL` (build with `--features redis`) the flow lives in Redis instead of memory,
 //! so several instances on one Redis serve one flow: authorize on one, approve on another, poll
 //! any of them. `--redis-prefix` (default `tdf`) separates deployments sharing a Redis.
@@ -25,6 +28,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,8 +39,9 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::form::RECOMMENDED_BODY_TIMEOUT;
+use tower_device_flow::jwt::{JwsAlgorithm, JwtKeys, SigningKey};
 use tower_device_flow::{
-    BasicLogin, Client, DeviceFlow, Limits, MemoryStore, Scope, Store, TokenInfo,
+    Audience, BasicLogin, Client, DeviceFlow, Limits, MemoryStore, Scope, Store, TokenInfo,
 };
 
 #[path = "common/server_loop.rs"]
@@ -44,7 +49,7 @@ mod server_loop;
 
 const USAGE: &str =
     "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS] \
-[--redis URL [--redis-prefix PREFIX]] [--postgres URL] [--sqlite PATH] [--no-limits] \
+[--redis URL [--redis-prefix PREFIX]] [--postgres URL] [--sqlite PATH] [--jwt] [--no-limits] \
 [--header-timeout SECS] [--max-connections N]";
 
 struct Args {
@@ -57,6 +62,7 @@ struct Args {
     server: server_loop::ServerLimits,
     postgres: Option<String>,
     sqlite: Option<String>,
+    jwt: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -70,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         server: server_loop::ServerLimits::default(),
         postgres: None,
         sqlite: None,
+        jwt: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +85,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--no-limits" {
             args.no_limits = true;
+            continue;
+        }
+        if flag == "--jwt" {
+            args.jwt = true;
             continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
@@ -120,12 +131,24 @@ fn token_of<B>(req: &Request<B>) -> Option<&TokenInfo> {
     req.extensions().get::<TokenInfo>()
 }
 
-fn demo_clients() -> [Client; 2] {
+/// The resource indicator (RFC 8707) of the demo's API, `/api` under the issuer: the audience
+/// of every token, and the one resource the clients may name.
+fn demo_api(addr: SocketAddr) -> Option<Audience> {
+    Audience::from_resources([format!("http://{addr}/api")]).ok()
+}
+
+fn demo_clients(api: Option<Audience>) -> [Client; 2] {
     let scopes = Scope::parse("profile email").unwrap_or_default();
+    let resources = |c: Client| match &api {
+        Some(api) => c.with_resources(api.clone()),
+        None => c,
+    };
     [
-        Client::public("demo-device", scopes.clone()).with_name("Demo device"),
-        Client::confidential("demo-confidential", "demo-secret", scopes)
-            .with_name("Demo confidential client"),
+        resources(Client::public("demo-device", scopes.clone()).with_name("Demo device")),
+        resources(
+            Client::confidential("demo-confidential", "demo-secret", scopes)
+                .with_name("Demo confidential client"),
+        ),
     ]
 }
 
@@ -146,7 +169,7 @@ async fn main() {
     }
     match args.redis.clone() {
         None => {
-            let store = demo_clients()
+            let store = demo_clients(demo_api(args.addr))
                 .into_iter()
                 .fold(MemoryStore::builder(), |b, c| b.client(c))
                 .build();
@@ -158,7 +181,7 @@ async fn main() {
 
 #[cfg(feature = "redis")]
 async fn serve_redis(url: String, args: Args) {
-    let builder = demo_clients().into_iter().fold(
+    let builder = demo_clients(demo_api(args.addr)).into_iter().fold(
         tower_device_flow::RedisStore::builder().prefix(args.redis_prefix.clone()),
         |b, c| b.client(c),
     );
@@ -179,7 +202,7 @@ async fn serve_redis(_url: String, _args: Args) {
 
 #[cfg(feature = "postgres")]
 async fn serve_postgres(url: String, args: Args) {
-    let builder = demo_clients()
+    let builder = demo_clients(demo_api(args.addr))
         .into_iter()
         .fold(tower_device_flow::PostgresStore::builder(), |b, c| {
             b.client(c)
@@ -206,7 +229,7 @@ async fn serve_postgres(_url: String, _args: Args) {
 
 #[cfg(feature = "sqlite")]
 async fn serve_sqlite(path: String, args: Args) {
-    let builder = demo_clients()
+    let builder = demo_clients(demo_api(args.addr))
         .into_iter()
         .fold(tower_device_flow::SqliteStore::builder(), |b, c| {
             b.client(c)
@@ -247,7 +270,21 @@ async fn serve<S: Store>(store: S, args: Args) {
         } else {
             Limits::default()
         })
-        .build();
+        .default_audience(demo_api(args.addr));
+    // With --jwt, access tokens are RFC 9068 JWTs signed by a key generated at start (its
+    // public half at /.well-known/jwks.json); otherwise random strings.
+    let flow = if args.jwt {
+        match SigningKey::generate(JwsAlgorithm::EdDSA) {
+            Ok(key) => flow.jwt_access_tokens(Arc::new(JwtKeys::new(key))),
+            Err(e) => {
+                eprintln!("cannot generate a signing key: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        flow
+    }
+    .build();
 
     // The two guarded routes and the same handler shape without the layer.
     let me = flow

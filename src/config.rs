@@ -9,6 +9,9 @@ use crate::clock::Clock;
 use crate::codes::{DeviceCodeGenerator, UserCodeGenerator};
 use crate::end_user::EndUserResolver;
 use crate::form::BodyLimits;
+use crate::ids::Audience;
+#[cfg(feature = "jwt")]
+use crate::jwt::JwtKeys;
 use crate::limits::Limiter;
 use crate::page::VerificationPage;
 use crate::scope::Scope;
@@ -28,6 +31,9 @@ pub struct Paths {
     pub introspection: String,
     /// RFC 8414 metadata. Default `/.well-known/oauth-authorization-server`.
     pub metadata: String,
+    /// The JWK Set of the JWT signing keys (served with JWT access tokens on). Default
+    /// `/.well-known/jwks.json`.
+    pub jwks: String,
 }
 
 impl Default for Paths {
@@ -39,6 +45,7 @@ impl Default for Paths {
             revocation: "/oauth/revoke".into(),
             introspection: "/oauth/introspect".into(),
             metadata: "/.well-known/oauth-authorization-server".into(),
+            jwks: "/.well-known/jwks.json".into(),
         }
     }
 }
@@ -70,6 +77,11 @@ pub(crate) struct Config {
     pub(crate) scopes_supported: Option<Scope>,
     pub(crate) grants_per_client: Option<u64>,
     pub(crate) grants_overall: Option<u64>,
+    /// The audience of tokens whose request names no resource (RFC 8707).
+    pub(crate) default_audience: Option<Audience>,
+    /// Signs access tokens as RFC 9068 JWTs when set.
+    #[cfg(feature = "jwt")]
+    pub(crate) jwt: Option<Arc<JwtKeys>>,
 }
 
 pub(crate) struct Shared<S> {

@@ -120,6 +120,22 @@ impl<Svc: fmt::Debug, S> fmt::Debug for Endpoints<Svc, S> {
     }
 }
 
+impl<Svc, S> Endpoints<Svc, S> {
+    /// The JWK Set service, if `path` is its path and the flow issues JWTs.
+    #[cfg(feature = "jwt")]
+    fn jwks(&self, path: &str) -> Option<crate::jwks::Jwks> {
+        let config = &self.shared.config;
+        (path == config.paths.jwks)
+            .then(|| config.jwt.clone().map(crate::jwks::Jwks::new))
+            .flatten()
+    }
+
+    #[cfg(not(feature = "jwt"))]
+    fn jwks(&self, _path: &str) -> Option<Metadata> {
+        None
+    }
+}
+
 fn oneshot<T, B>(mut svc: T, req: Request<B>) -> ResponseFuture
 where
     T: Service<Request<B>, Future = ResponseFuture>,
@@ -161,6 +177,8 @@ where
             oneshot(Revocation::new(shared.clone()), req)
         } else if path == paths.introspection {
             oneshot(Introspection::new(shared.clone()), req)
+        } else if let Some(jwks) = self.jwks(path) {
+            oneshot(jwks, req)
         } else {
             return EndpointsFuture::Inner {
                 future: self.inner.call(req),

@@ -8,7 +8,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-/// The error codes of RFC 6749 5.2, RFC 8628 3.5, RFC 6750 3.1 and RFC 7009 2.2.1.
+/// The error codes of RFC 6749 5.2, RFC 8628 3.5, RFC 6750 3.1, RFC 7009 2.2.1 and RFC 8707 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -38,6 +38,9 @@ pub enum ErrorCode {
     InvalidToken,
     /// `insufficient_scope`: the bearer token lacks a required scope (RFC 6750 3.1).
     InsufficientScope,
+    /// `invalid_target`: a requested resource is invalid, unknown, or not one the client may ask
+    /// for (RFC 8707 2).
+    InvalidTarget,
     /// `server_error`: the server failed (for example the store answered with an error).
     ServerError,
     /// `temporarily_unavailable`: the store is unreachable for now; retry later.
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -124,6 +128,11 @@ impl OAuthError {
     /// `invalid_scope` with a description.
     pub fn invalid_scope(description: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidScope, description)
+    }
+
+    /// `invalid_target` with a description (RFC 8707 2).
+    pub fn invalid_target(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidTarget, description)
     }
 
     /// The same error answered with another HTTP status (405, 413, 415, 429...).

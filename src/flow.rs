@@ -17,7 +17,12 @@ use crate::end_user::{EndUserResolver, FromExtensions};
 use crate::endpoints::EndpointsLayer;
 use crate::family::DEFAULT_REFRESH_GRACE;
 use crate::form::BodyLimits;
+use crate::ids::Audience;
 use crate::introspection::Introspection;
+#[cfg(feature = "jwt")]
+use crate::jwks::Jwks;
+#[cfg(feature = "jwt")]
+use crate::jwt::JwtKeys;
 use crate::limits::{Limiter, Limits};
 use crate::metadata::Metadata;
 use crate::page::{DefaultPage, VerificationPage};
@@ -97,6 +102,9 @@ impl<S: Store> DeviceFlow<S> {
             scopes_supported: None,
             grants_per_client: None,
             grants_overall: None,
+            default_audience: None,
+            #[cfg(feature = "jwt")]
+            jwt: None,
         }
     }
 
@@ -138,6 +146,18 @@ impl<S: Store> DeviceFlow<S> {
     /// The RFC 7662 introspection endpoint service.
     pub fn introspection(&self) -> Introspection<S> {
         Introspection::new(self.shared.clone())
+    }
+
+    /// The JWT signing keys, when the flow issues JWT access tokens (rotate them here).
+    #[cfg(feature = "jwt")]
+    pub fn jwt_keys(&self) -> Option<&Arc<JwtKeys>> {
+        self.shared.config.jwt.as_ref()
+    }
+
+    /// The JWK Set endpoint service, when the flow issues JWT access tokens.
+    #[cfg(feature = "jwt")]
+    pub fn jwks(&self) -> Option<Jwks> {
+        self.shared.config.jwt.clone().map(Jwks::new)
     }
 
     /// The RFC 8414 metadata service.
@@ -204,6 +224,9 @@ pub struct DeviceFlowBuilder<S> {
     scopes_supported: Option<Scope>,
     grants_per_client: Option<u64>,
     grants_overall: Option<u64>,
+    default_audience: Option<Audience>,
+    #[cfg(feature = "jwt")]
+    jwt: Option<Arc<JwtKeys>>,
 }
 
 impl<S> fmt::Debug for DeviceFlowBuilder<S> {
@@ -413,8 +436,39 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// The audience (RFC 8707) of tokens whose device authorization request names no
+    /// `resource` (default: none, so such tokens carry no `aud`, unless JWT access tokens are
+    /// on: RFC 9068 requires an `aud`, and it then defaults to the issuer identifier). A
+    /// resource server checking its audience
+    /// ([`RequireOAuthLayer::with_audience`](crate::RequireOAuthLayer::with_audience)) refuses
+    /// tokens without one, so set this to the API's resource indicator when devices do not
+    /// name one. Which resources a device may name is up to its client
+    /// ([`Client::with_resources`](crate::Client::with_resources)).
+    pub fn default_audience(mut self, audience: Option<Audience>) -> Self {
+        self.default_audience = audience;
+        self
+    }
+
+    /// Issues access tokens as RFC 9068 JWTs signed with `keys` (see [`crate::jwt`]), and
+    /// publishes the keys at [`Paths::jwks`] and as `jwks_uri` in the metadata. Every token's
+    /// digest is still stored, so introspection and revocation answer for JWTs as for random
+    /// tokens; a resource server that verifies JWTs itself accepts them until they expire.
+    #[cfg(feature = "jwt")]
+    pub fn jwt_access_tokens(mut self, keys: Arc<JwtKeys>) -> Self {
+        self.jwt = Some(keys);
+        self
+    }
+
     /// The flow.
     pub fn build(self) -> DeviceFlow<S> {
+        #[cfg(feature = "jwt")]
+        let default_audience = self.default_audience.or_else(|| {
+            self.jwt
+                .as_ref()
+                .and_then(|_| Audience::from_resources([&self.issuer]).ok())
+        });
+        #[cfg(not(feature = "jwt"))]
+        let default_audience = self.default_audience;
         let verification_uri = self
             .verification_uri
             .unwrap_or_else(|| format!("{}{}", self.issuer, self.paths.verification));
@@ -449,6 +503,9 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     scopes_supported: self.scopes_supported,
                     grants_per_client: self.grants_per_client,
                     grants_overall: self.grants_overall,
+                    default_audience,
+                    #[cfg(feature = "jwt")]
+                    jwt: self.jwt,
                 },
             }),
         }

@@ -81,6 +81,15 @@ impl Form {
         Ok(found.filter(|v| !v.is_empty()))
     }
 
+    /// Every non-empty value of `name`, in arrival order (for parameters that may repeat, such
+    /// as RFC 8707 `resource`).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The value of `name`, or `invalid_request` if it is absent, empty or repeated.
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
         self.get(name)?

@@ -95,6 +95,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod audience;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod bearer;
@@ -114,9 +115,14 @@ pub mod form;
 pub mod grant;
 mod ids;
 pub mod introspection;
+#[cfg(feature = "jwt")]
+pub mod jwks;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 pub mod limits;
 pub mod metadata;
 mod page;
+pub mod resource_server;
 pub mod response;
 pub mod revocation;
 pub mod scope;

@@ -47,6 +47,10 @@ impl Metadata {
             "revocation_endpoint_auth_methods_supported": token_auth,
             "introspection_endpoint_auth_methods_supported": introspection_auth,
         });
+        #[cfg(feature = "jwt")]
+        if let (Some(_), Some(obj)) = (&config.jwt, doc.as_object_mut()) {
+            obj.insert("jwks_uri".into(), url(&p.jwks).into());
+        }
         if let (Some(scopes), Some(obj)) = (&config.scopes_supported, doc.as_object_mut()) {
             obj.insert(
                 "scopes_supported".into(),

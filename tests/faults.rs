@@ -766,7 +766,7 @@ async fn run(seed: u64, flows: usize, rates: FaultRates, delay: DelayMode) {
     let faults = Faults::new(seed, rates, delay);
     let app = App::new(faults.clone());
     let who = |i: usize| {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             Who::Confidential
         } else {
             Who::Public

@@ -30,6 +30,8 @@ const FLOORS: &[(&str, &[&str])] = &[
             "page",
             "config",
             "response",
+            "audience",
+            "jwt",
         ],
     ),
     (
@@ -43,6 +45,8 @@ const FLOORS: &[(&str, &[&str])] = &[
             "introspection",
             "metadata",
             "axum",
+            "jwks",
+            "resource_server",
         ],
     ),
     (

@@ -132,7 +132,11 @@ impl Refusal {
 
 /// What one layer checks and how it refuses.
 pub(super) struct Guard {
+    pub(super) realm: String,
     pub(super) requirement: ScopeRequirement,
+    /// The resource this layer guards (RFC 8707): tokens must name it in their audience.
+    pub(super) audience: Option<Box<str>>,
+    pub(super) wrong_audience: Refusal,
     pub(super) missing: Refusal,
     pub(super) malformed: Refusal,
     pub(super) invalid: Refusal,
@@ -180,8 +184,23 @@ impl Guard {
                 "the access token lacks a required scope",
                 &scope,
             ),
+            wrong_audience: Refusal::new(
+                &realm,
+                ErrorCode::InvalidToken,
+                StatusCode::UNAUTHORIZED,
+                "the access token is not meant for this resource",
+                "",
+            ),
             requirement,
+            audience: None,
+            realm,
         }
+    }
+
+    /// The same checks, also requiring `audience` in the token's `aud`.
+    pub(super) fn with_audience(mut self, audience: Option<&str>) -> Self {
+        self.audience = audience.map(Box::from);
+        self
     }
 
     /// The verdict on a looked-up token.
@@ -193,6 +212,16 @@ impl Guard {
         match token {
             None => Err(&self.invalid),
             Some(t) if t.is_expired(now) => Err(&self.expired),
+            // A token without an audience is not meant for any resource in particular: a
+            // layer that names its resource refuses it.
+            Some(t)
+                if self
+                    .audience
+                    .as_deref()
+                    .is_some_and(|a| !t.audience.as_ref().is_some_and(|aud| aud.contains(a))) =>
+            {
+                Err(&self.wrong_audience)
+            }
             Some(t) if !self.requirement.is_met_by(&t.scope) => Err(&self.insufficient),
             Some(t) => Ok(t),
         }
@@ -210,6 +239,33 @@ mod tests {
         let any = ScopeRequirement::AnyOf(Scope::parse("email admin").unwrap());
         assert!(!all.is_met_by(&granted));
         assert!(any.is_met_by(&granted));
+    }
+
+    #[test]
+    fn audience_checks() {
+        use crate::ids::{Audience, ClientId, Subject};
+        let now = Timestamp::from_unix_millis(0);
+        let token = |aud: Option<&str>| {
+            TokenInfo::new(
+                Subject::new("a"),
+                ClientId::new("c"),
+                Scope::parse("email").unwrap(),
+                now.saturating_add(std::time::Duration::from_secs(1)),
+            )
+            .with_audience(aud.map(|a| Audience::from_resources([a]).unwrap()))
+        };
+        let any = Guard::new(
+            "api",
+            ScopeRequirement::AllOf(Scope::parse("email").unwrap()),
+        );
+        assert!(any.check(Some(token(None)), now).is_ok());
+        let ours = Guard::new("api", any.requirement.clone()).with_audience(Some("https://api"));
+        assert!(ours.check(Some(token(Some("https://api"))), now).is_ok());
+        for bad in [None, Some("https://other")] {
+            let r = ours.check(Some(token(bad)), now).unwrap_err();
+            assert_eq!(r.code, ErrorCode::InvalidToken);
+            assert_eq!(r.response(false).status(), 401);
+        }
     }
 
     #[test]

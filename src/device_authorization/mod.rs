@@ -1,6 +1,7 @@
 //! The device authorization endpoint (RFC 8628 3.1-3.2).
 //!
-//! The device POSTs its `client_id` (and secret, if confidential) and an optional `scope`; the
+//! The device POSTs its `client_id` (and secret, if confidential), an optional `scope` and
+//! optional RFC 8707 `resource` parameters (see [`DeviceFlowBuilder::default_audience`](crate::DeviceFlowBuilder::default_audience)); the
 //! endpoint creates a pending [`DeviceGrant`] and answers with the
 //! `device_code` the device polls with and the `user_code` the end user enters.
 //!
@@ -35,6 +36,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 
+use crate::audience;
 use crate::client_auth::authenticated_form;
 use crate::clock::Timestamp;
 use crate::config::Shared;
@@ -161,6 +163,13 @@ where
         None => client.default_scope().clone(),
     };
 
+    // RFC 8707: the resources the tokens will be for, fixed here like the scope.
+    let audience = audience::for_device_authorization(
+        &client,
+        audience::requested(&form)?,
+        config.default_audience.as_ref(),
+    )?;
+
     let now = shared.clock.now();
     admit(shared, client.id().as_str(), now).await?;
     let device_code = config.device_codes.generate();
@@ -175,7 +184,8 @@ where
             config.expires_in,
             config.interval,
         )
-        .with_origin(origin.clone());
+        .with_origin(origin.clone())
+        .with_audience(audience.clone());
         match shared
             .store
             .insert_device_grant(device_code.digest(), grant, now)

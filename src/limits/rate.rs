@@ -60,7 +60,11 @@ impl SourceRate {
     /// Counts one request from `source`: `Err(wait)` if it is over the limit, with how long
     /// until one more would be allowed.
     pub(crate) fn check(&self, source: IpAddr) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SIZE_CHECK_EVERY == 0 {
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SIZE_CHECK_EVERY)
+        {
             self.bound_size();
         }
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);

@@ -33,6 +33,7 @@ pub struct Client {
     allowed_scope: Scope,
     default_scope: Scope,
     name: Option<Arc<str>>,
+    resources: Option<Audience>,
 }
 
 impl Client {
@@ -44,6 +45,7 @@ impl Client {
             default_scope: allowed_scope.clone(),
             allowed_scope,
             name: None,
+            resources: None,
         }
     }
 
@@ -68,6 +70,35 @@ impl Client {
     pub fn with_name(mut self, name: impl AsRef<str>) -> Self {
         self.name = Some(Arc::from(name.as_ref()));
         self
+    }
+
+    /// Sets the resources (RFC 8707 resource indicators) the client may ask tokens for with the
+    /// `resource` parameter. Without it the client may name none: a request naming a resource
+    /// is answered `invalid_target`.
+    ///
+    /// ```
+    /// use tower_device_flow::{Audience, Client, Scope};
+    ///
+    /// let api = Audience::from_resources(["https://api.example.com/"]).unwrap();
+    /// let tv = Client::public("tv", Scope::parse("profile").unwrap()).with_resources(api.clone());
+    /// assert!(tv.may_request(&api));
+    /// assert!(!tv.may_request(&Audience::from_resources(["https://other.example/"]).unwrap()));
+    /// ```
+    pub fn with_resources(mut self, resources: Audience) -> Self {
+        self.resources = Some(resources);
+        self
+    }
+
+    /// The resources the client may ask tokens for, if any.
+    pub fn allowed_resources(&self) -> Option<&Audience> {
+        self.resources.as_ref()
+    }
+
+    /// True if every resource of `requested` is one the client may ask for.
+    pub fn may_request(&self, requested: &Audience) -> bool {
+        self.resources
+            .as_ref()
+            .is_some_and(|allowed| requested.is_subset_of(allowed))
     }
 
     /// The client identifier.
@@ -118,6 +149,7 @@ impl fmt::Debug for Client {
             .field("allowed_scope", &self.allowed_scope)
             .field("default_scope", &self.default_scope)
             .field("name", &self.name)
+            .field("resources", &self.resources)
             .finish()
     }
 }

@@ -35,6 +35,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 
+use crate::audience;
 use crate::client_auth::authenticate;
 use crate::clock::Timestamp;
 use crate::codes::{AccessToken, Digest, FamilyKey, RefreshToken};
@@ -43,10 +44,9 @@ use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::family::{Grant, NewTokens, Presented};
 use crate::form::{read_form, Form};
 use crate::grant::PollOutcome;
-use crate::ids::Audience;
 use crate::limits::{retry_after_secs, too_many, Route};
 use crate::response::{endpoint_service, OAuthBody};
-use crate::scope::{parse_requested, Scope};
+use crate::scope::parse_requested;
 use crate::store::{Client, IssuedGrant, Store, TokenInfo};
 
 pub use crate::grant::{DEVICE_CODE_GRANT_TYPE, REFRESH_TOKEN_GRANT_TYPE};
@@ -139,7 +139,17 @@ async fn device_code_grant<S: Store>(
             } => {
                 let family = FamilyKey::generate();
                 let audience = current.record.audience.clone();
-                let minted = mint(&shared.config, &family, &scope, audience.clone(), now)?;
+                // The access token's record first; the token string is made from it.
+                let access = TokenInfo::new(
+                    subject.clone(),
+                    client.id().clone(),
+                    scope.clone(),
+                    now.saturating_add(shared.config.access_token_lifetime),
+                )
+                .with_grant_id(Some(family.grant_id()))
+                .with_audience(audience.clone())
+                .with_cnf(None);
+                let minted = mint(&shared.config, &family, access, now)?;
                 let grant = Grant {
                     id: family.grant_id(),
                     client_id: client.id().clone(),
@@ -154,10 +164,12 @@ async fn device_code_grant<S: Store>(
                     superseded: None,
                     cnf: None,
                 };
-                let access = minted.info(&grant);
                 (
                     next,
-                    Some(IssuedGrant { grant, access }),
+                    Some(IssuedGrant {
+                        grant,
+                        access: minted.access,
+                    }),
                     Ok(minted.response),
                 )
             }
@@ -228,6 +240,7 @@ async fn refresh_token_grant<S: Store>(
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let presented = form.require("refresh_token")?;
     let requested = form.get("scope")?.map(parse_requested).transpose()?;
+    let resources = audience::requested(form)?;
     let digest = Digest::of(presented.as_bytes());
     // The token names its grant, even when it was rotated away long ago.
     let family = RefreshToken::family_of(presented).ok_or_else(invalid_refresh_token)?;
@@ -255,10 +268,20 @@ async fn refresh_token_grant<S: Store>(
             Some(s) => s.clone(),
             None => grant.scope.clone(),
         };
-        // The access token gets the narrowed scope; the grant keeps the approved one
-        // (RFC 6749 6), so a later refresh can ask for the rest again.
-        let minted = mint(&shared.config, &family, &scope, grant.audience.clone(), now)?;
-        let access = minted.info(grant);
+        // The access token gets the narrowed scope and audience; the grant keeps the approved
+        // ones (RFC 6749 6, RFC 8707 2.2), so a later refresh can ask for the rest again.
+        let audience = audience::for_refresh(grant.audience.as_ref(), resources.clone())?;
+        let access = TokenInfo::new(
+            grant.subject.clone(),
+            grant.client_id.clone(),
+            scope,
+            now.saturating_add(shared.config.access_token_lifetime),
+        )
+        .with_grant_id(Some(grant.id))
+        .with_audience(audience)
+        .with_cnf(None);
+        let minted = mint(&shared.config, &family, access, now)?;
+        let access = minted.access.clone();
         let Some(rotation) = grant.rotate(presentation, minted.tokens, now) else {
             return Err(invalid_refresh_token());
         };
@@ -320,62 +343,61 @@ struct TokenResponse<'a> {
     refresh_token: Option<&'a str>,
 }
 
-/// Freshly minted tokens: their digests for the store and the response to send once stored.
+/// Freshly minted tokens: their digests for the store, the access token's record, and the
+/// response to send once stored.
 struct Minted {
     tokens: NewTokens,
-    scope: Scope,
-    audience: Option<Audience>,
-    access_expires_at: Timestamp,
+    access: TokenInfo,
     response: Response<OAuthBody>,
 }
 
-impl Minted {
-    /// The access token's record, as a token of `grant`.
-    fn info(&self, grant: &Grant) -> TokenInfo {
-        TokenInfo::new(
-            grant.subject.clone(),
-            grant.client_id.clone(),
-            self.scope.clone(),
-            self.access_expires_at,
-        )
-        .with_grant_id(Some(grant.id))
-        .with_audience(self.audience.clone())
-    }
-}
-
-/// Mints an access token with `scope` and, if refresh tokens are on, a refresh token of the
-/// grant whose key is `family`.
+/// Mints the access token standing for `access` (random, or a JWT signed from it) and, if
+/// refresh tokens are on, a refresh token of the grant whose key is `family`.
 fn mint(
     config: &Config,
     family: &FamilyKey,
-    scope: &Scope,
-    audience: Option<Audience>,
+    access: TokenInfo,
     now: Timestamp,
 ) -> Result<Minted, OAuthError> {
-    let access = AccessToken::generate();
-    let access_expires_at = now.saturating_add(config.access_token_lifetime);
+    #[cfg(feature = "jwt")]
+    let signed = match &config.jwt {
+        Some(keys) => Some(keys.sign(&config.issuer, &access, now).map_err(|e| {
+            tracing::error!(error = %e, "could not sign an access token");
+            encode_failed()
+        })?),
+        None => None,
+    };
+    #[cfg(not(feature = "jwt"))]
+    let signed: Option<String> = None;
+    let random = signed.is_none().then(AccessToken::generate);
+    let token = match (&signed, &random) {
+        (Some(jwt), _) => jwt.as_str(),
+        (None, Some(random)) => random.expose(),
+        (None, None) => return Err(encode_failed()),
+    };
     let refresh = config
         .refresh_token_lifetime
         .map(|lifetime| (RefreshToken::generate(family), now.saturating_add(lifetime)));
     let body = TokenResponse {
-        access_token: access.expose(),
+        access_token: token,
         token_type: "Bearer",
         expires_in: config.access_token_lifetime.as_secs(),
-        scope: scope.as_str(),
+        scope: access.scope.as_str(),
         refresh_token: refresh.as_ref().map(|(t, _)| t.expose()),
     };
-    let json = serde_json::to_vec(&body)
-        .map_err(|_| OAuthError::new(ErrorCode::ServerError, "could not encode the response"))?;
+    let json = serde_json::to_vec(&body).map_err(|_| encode_failed())?;
     Ok(Minted {
         tokens: NewTokens {
-            access_token: access.digest(),
+            access_token: Digest::of(token.as_bytes()),
             refresh_token: refresh.as_ref().map(|(t, _)| t.digest()),
             // The grant lasts as long as its refresh token, or its access token without one.
-            expires_at: refresh.map_or(access_expires_at, |(_, at)| at),
+            expires_at: refresh.map_or(access.expires_at, |(_, at)| at),
         },
-        scope: scope.clone(),
-        audience,
-        access_expires_at,
+        access,
         response: json_response(StatusCode::OK, Bytes::from(json)),
     })
+}
+
+fn encode_failed() -> OAuthError {
+    OAuthError::new(ErrorCode::ServerError, "could not encode the response")
 }
