@@ -8,7 +8,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-/// The error codes of RFC 6749 5.2, RFC 8628 3.5, RFC 6750 3.1 and RFC 7009 2.2.1.
+/// The error codes of RFC 6749 5.2, RFC 8628 3.5, RFC 6750 3.1, RFC 7009 2.2.1 and RFC 9449.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -38,6 +38,12 @@ pub enum ErrorCode {
     InvalidToken,
     /// `insufficient_scope`: the bearer token lacks a required scope (RFC 6750 3.1).
     InsufficientScope,
+    /// `invalid_dpop_proof`: the DPoP proof is missing, invalid, replayed, or not of the key the
+    /// token is bound to (RFC 9449 5, 7.1).
+    InvalidDpopProof,
+    /// `use_dpop_nonce`: the DPoP proof must carry the nonce in the `DPoP-Nonce` header
+    /// (RFC 9449 8, 9).
+    UseDpopNonce,
     /// `server_error`: the server failed (for example the store answered with an error).
     ServerError,
     /// `temporarily_unavailable`: the store is unreachable for now; retry later.
@@ -61,6 +67,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -93,6 +101,7 @@ pub struct OAuthError {
     description: Cow<'static, str>,
     status: StatusCode,
     retry_after: Option<u64>,
+    dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -103,6 +112,7 @@ impl OAuthError {
             description: description.into(),
             status: code.status(),
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -135,6 +145,13 @@ impl OAuthError {
     /// Adds a `Retry-After` header of `secs` seconds.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// Adds a `DPoP-Nonce` header supplying the nonce the next DPoP proof must carry
+    /// (RFC 9449 8).
+    pub fn with_dpop_nonce(mut self, nonce: impl Into<String>) -> Self {
+        self.dpop_nonce = Some(nonce.into());
         self
     }
 
@@ -194,6 +211,9 @@ impl OAuthError {
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(nonce) = self.dpop_nonce.and_then(|n| HeaderValue::try_from(n).ok()) {
+            res.headers_mut().insert("dpop-nonce", nonce);
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             res.headers_mut()

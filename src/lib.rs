@@ -103,6 +103,8 @@ pub mod clock;
 pub mod codes;
 mod config;
 pub mod device_authorization;
+#[cfg(feature = "dpop")]
+pub mod dpop;
 mod end_user;
 pub mod endpoints;
 pub mod error;
@@ -114,6 +116,8 @@ mod ids;
 pub mod introspection;
 pub mod metadata;
 mod page;
+#[cfg(feature = "dpop")]
+pub mod replay;
 pub mod response;
 pub mod revocation;
 pub mod scope;

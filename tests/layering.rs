@@ -15,7 +15,9 @@ use std::path::Path;
 const FLOORS: &[(&str, &[&str])] = &[
     (
         "protocol rules",
-        &["clock", "codes", "ids", "scope", "error", "grant", "family"],
+        &[
+            "clock", "codes", "ids", "scope", "error", "grant", "family", "dpop",
+        ],
     ),
     ("store", &["store"]),
     (
@@ -27,6 +29,7 @@ const FLOORS: &[(&str, &[&str])] = &[
             "page",
             "config",
             "response",
+            "replay",
         ],
     ),
     (

@@ -32,6 +32,8 @@ pub struct Client {
     allowed_scope: Scope,
     default_scope: Scope,
     name: Option<Arc<str>>,
+    #[cfg(feature = "dpop")]
+    dpop: crate::dpop::DpopPolicy,
 }
 
 impl Client {
@@ -43,6 +45,8 @@ impl Client {
             default_scope: allowed_scope.clone(),
             allowed_scope,
             name: None,
+            #[cfg(feature = "dpop")]
+            dpop: crate::dpop::DpopPolicy::Allowed,
         }
     }
 
@@ -67,6 +71,28 @@ impl Client {
     pub fn with_name(mut self, name: impl AsRef<str>) -> Self {
         self.name = Some(Arc::from(name.as_ref()));
         self
+    }
+
+    /// Sets whether the client must use DPoP at the token endpoint (default
+    /// [`Allowed`](crate::dpop::DpopPolicy::Allowed); RFC 9449 5.2).
+    ///
+    /// ```
+    /// use tower_device_flow::dpop::DpopPolicy;
+    /// use tower_device_flow::{Client, Scope};
+    ///
+    /// let tv = Client::public("tv", Scope::parse("profile").unwrap()).with_dpop(DpopPolicy::Required);
+    /// assert_eq!(tv.dpop(), DpopPolicy::Required);
+    /// ```
+    #[cfg(feature = "dpop")]
+    pub fn with_dpop(mut self, policy: crate::dpop::DpopPolicy) -> Self {
+        self.dpop = policy;
+        self
+    }
+
+    /// Whether the client must use DPoP.
+    #[cfg(feature = "dpop")]
+    pub fn dpop(&self) -> crate::dpop::DpopPolicy {
+        self.dpop
     }
 
     /// The client identifier.
