@@ -77,6 +77,9 @@ pub(crate) struct Config {
     pub(crate) scopes_supported: Option<Scope>,
     pub(crate) grants_per_client: Option<u64>,
     pub(crate) grants_overall: Option<u64>,
+    /// How DPoP proofs are checked; `None` when DPoP is off (proofs ignored, bearer tokens).
+    #[cfg(feature = "dpop")]
+    pub(crate) dpop: Option<crate::dpop::DpopConfig>,
 }
 
 pub(crate) struct Shared<S> {

@@ -38,3 +38,16 @@ pub use config::{
 pub use htu::Htu;
 pub use nonce::DpopNonces;
 pub use proof::{DpopProof, ProofRequest};
+
+/// The proof of a request: the value of its one `DPoP` header, `None` without one, an error
+/// for several (RFC 9449 4.3 step 1) or a value that is not visible ASCII.
+pub fn proof_header(headers: &http::HeaderMap) -> Result<Option<&str>, ProofError> {
+    let mut values = headers.get_all(DPOP_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ProofError::Multiple);
+    }
+    value.to_str().map(Some).map_err(|_| ProofError::Malformed)
+}

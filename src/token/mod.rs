@@ -35,9 +35,11 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 
+mod dpop;
+
 use crate::client_auth::authenticate;
 use crate::clock::Timestamp;
-use crate::codes::{AccessToken, Digest, FamilyKey, RefreshToken};
+use crate::codes::{AccessToken, Digest, FamilyKey, RefreshToken, Thumbprint};
 use crate::config::{Config, Shared};
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::family::{Grant, NewTokens, Presented};
@@ -84,17 +86,20 @@ where
         shared.config.token_auth,
     )
     .await?;
-    if grant_type == DEVICE_CODE_GRANT_TYPE {
-        device_code_grant(shared, &client, &form).await
+    let pop = dpop::check(shared, &parts.method, &parts.headers, &client).await?;
+    let answer = if grant_type == DEVICE_CODE_GRANT_TYPE {
+        device_code_grant(shared, &client, &form, pop.jkt).await
     } else {
-        refresh_token_grant(shared, &client, &form).await
-    }
+        refresh_token_grant(shared, &client, &form, pop.jkt).await
+    };
+    pop.answer(answer)
 }
 
 async fn device_code_grant<S: Store>(
     shared: &Shared<S>,
     client: &Client,
     form: &Form,
+    jkt: Option<Thumbprint>,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let key = Digest::of(form.require("device_code")?.as_bytes());
     for _ in 0..MAX_SWAP_ATTEMPTS {
@@ -127,7 +132,7 @@ async fn device_code_grant<S: Store>(
             } => {
                 let family = FamilyKey::generate();
                 let audience = current.record.audience.clone();
-                let minted = mint(&shared.config, &family, &scope, audience.clone(), now)?;
+                let minted = mint(&shared.config, &family, &scope, audience.clone(), jkt, now)?;
                 let grant = Grant {
                     id: family.grant_id(),
                     client_id: client.id().clone(),
@@ -140,7 +145,9 @@ async fn device_code_grant<S: Store>(
                     access_token: minted.tokens.access_token,
                     refresh_token: minted.tokens.refresh_token,
                     superseded: None,
-                    cnf: None,
+                    // RFC 9449 5: a public client's refresh token is bound to the proof's key;
+                    // a confidential client's is already bound to its credentials.
+                    cnf: jkt.filter(|_| !client.is_confidential()),
                 };
                 let access = minted.info(&grant);
                 (
@@ -213,6 +220,7 @@ async fn refresh_token_grant<S: Store>(
     shared: &Shared<S>,
     client: &Client,
     form: &Form,
+    jkt: Option<Thumbprint>,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let presented = form.require("refresh_token")?;
     let requested = form.get("scope")?.map(parse_requested).transpose()?;
@@ -230,6 +238,21 @@ async fn refresh_token_grant<S: Store>(
         if &grant.client_id != client.id() || grant.is_expired(now) {
             return Err(invalid_refresh_token());
         }
+        // A bound refresh token is worth nothing without its key (RFC 9449 5): refused before
+        // anything else, so a copy presented without the key revokes nothing either.
+        if let Some(bound) = &grant.cnf {
+            if !jkt.is_some_and(|k| k.ct_eq(bound)) {
+                tracing::info!(
+                    client_id = client.id().as_str(),
+                    grant_id = %id,
+                    "a DPoP-bound refresh token came without a proof of its key"
+                );
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "the refresh token is bound to a DPoP key: present a proof signed with it",
+                ));
+            }
+        }
         let presentation = grant.presented(&digest, now, shared.config.refresh_grace);
         if presentation == Presented::Reused {
             return Err(reuse_detected(shared, grant, now).await);
@@ -245,11 +268,23 @@ async fn refresh_token_grant<S: Store>(
         };
         // The access token gets the narrowed scope; the grant keeps the approved one
         // (RFC 6749 6), so a later refresh can ask for the rest again.
-        let minted = mint(&shared.config, &family, &scope, grant.audience.clone(), now)?;
+        let minted = mint(
+            &shared.config,
+            &family,
+            &scope,
+            grant.audience.clone(),
+            jkt,
+            now,
+        )?;
         let access = minted.info(grant);
-        let Some(rotation) = grant.rotate(presentation, minted.tokens, now) else {
+        let Some(mut rotation) = grant.rotate(presentation, minted.tokens, now) else {
             return Err(invalid_refresh_token());
         };
+        // A public client refreshing with a proof binds its refresh token from now on (RFC 9449
+        // 5); a bound one stays bound to the same key (checked above).
+        if !client.is_confidential() && jkt.is_some() {
+            rotation.next.cnf = jkt;
+        }
         let new_access = minted.tokens.access_token;
         let rotated = match shared
             .store
@@ -313,6 +348,7 @@ struct Minted {
     tokens: NewTokens,
     scope: Scope,
     audience: Option<Audience>,
+    cnf: Option<Thumbprint>,
     access_expires_at: Timestamp,
     response: Response<OAuthBody>,
 }
@@ -328,16 +364,18 @@ impl Minted {
         )
         .with_grant_id(Some(grant.id))
         .with_audience(self.audience.clone())
+        .with_cnf(self.cnf)
     }
 }
 
-/// Mints an access token with `scope` and, if refresh tokens are on, a refresh token of the
-/// grant whose key is `family`.
+/// Mints an access token with `scope` (bound to the DPoP key `cnf`, if any) and, if refresh
+/// tokens are on, a refresh token of the grant whose key is `family`.
 fn mint(
     config: &Config,
     family: &FamilyKey,
     scope: &Scope,
     audience: Option<Audience>,
+    cnf: Option<Thumbprint>,
     now: Timestamp,
 ) -> Result<Minted, OAuthError> {
     let access = AccessToken::generate();
@@ -347,7 +385,8 @@ fn mint(
         .map(|lifetime| (RefreshToken::generate(family), now.saturating_add(lifetime)));
     let body = TokenResponse {
         access_token: access.expose(),
-        token_type: "Bearer",
+        // RFC 9449 5: `DPoP` tells the client its token is bound and must go with proofs.
+        token_type: if cnf.is_some() { "DPoP" } else { "Bearer" },
         expires_in: config.access_token_lifetime.as_secs(),
         scope: scope.as_str(),
         refresh_token: refresh.as_ref().map(|(t, _)| t.expose()),
@@ -363,6 +402,7 @@ fn mint(
         },
         scope: scope.clone(),
         audience,
+        cnf,
         access_expires_at,
         response: json_response(StatusCode::OK, Bytes::from(json)),
     })
