@@ -11,6 +11,11 @@
 //! Its HTTP surface is fixed by `DEMO_CONTRACT.md`: clients `demo-device` (public) and
 //! `demo-confidential` (secret `demo-secret`), end users `alice` and `bob` signing in to the
 //! verification page with HTTP Basic, and three API routes, two of them guarded by scope.
+//!
+//! DPoP (RFC 9449, the default `dpop` feature) is on for every client: a token request with a
+//! valid `DPoP` proof gets DPoP-bound tokens, which the guarded routes accept only as
+//! `Authorization: DPoP <token>` with a proof for that request; requests without DPoP work as
+//! before. The `device_client` example uses it by default.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
