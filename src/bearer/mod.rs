@@ -18,6 +18,15 @@
 //! (UNAUTHENTICATED), 7 (PERMISSION_DENIED), 14 (UNAVAILABLE) or 13 (INTERNAL) and a
 //! `grpc-message`, which is how gRPC clients expect errors.
 //!
+//! With [`with_dpop`](RequireOAuthLayer::with_dpop) (feature `dpop`; layers of a
+//! [`DeviceFlow`](crate::DeviceFlow) have it when the flow takes DPoP) the layer also takes
+//! DPoP-bound tokens (RFC 9449 7): `Authorization: DPoP <token>` with a `DPoP` proof of the
+//! request, checked by a [`DpopCheck`] and claimed once in its replay cache. A bound token sent
+//! as `Bearer` is refused `invalid_token`; every challenge then also offers
+//! `DPoP realm="api", algs="..."`, and refusals of DPoP requests carry their error in the DPoP
+//! challenge (`invalid_dpop_proof`, `use_dpop_nonce` with a `DPoP-Nonce`, `invalid_token`,
+//! `insufficient_scope`), with status 401 (403 for scope).
+//!
 //! The inner body is never boxed: responses are a [`ResponseBody`] that is either the inner
 //! body or the crate's JSON. The layer works with any `Clone` service whose response body
 //! yields [`Bytes`], so it fits hyper, axum's `route_layer` and tonic's `Server::layer`.
