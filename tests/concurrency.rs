@@ -115,44 +115,103 @@ async fn approved_code_is_redeemed_exactly_once() {
             .assert_oauth_error(400, "invalid_grant");
     }
     assert_eq!(srv.flow.store().access_token_count(), 3);
-    assert_eq!(srv.flow.store().refresh_token_count(), 3);
+    assert_eq!(srv.flow.store().grant_count(), 3);
 }
 
+fn refresh_request(refresh_token: &str) -> Request<Full<Bytes>> {
+    form_post(
+        "/oauth/token",
+        form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", PUBLIC_CLIENT),
+        ]),
+        None,
+    )
+}
+
+/// Store v2 semantics: of racing refreshes of one token, one rotates; the others, re-reading
+/// after losing the compare-and-swap, find the token superseded within the grace period and
+/// are answered with fresh pairs, each revoking the pair it replaces. So every racer gets a
+/// pair, and at the end exactly one access token and one refresh token are live, a pair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
-async fn refresh_token_rotates_exactly_once() {
+async fn racing_refreshes_leave_exactly_one_live_pair() {
     let srv = start().await;
     let tokens = srv.tokens(None).await;
-    let results = race(&srv, RACERS, |_| {
-        form_post(
-            "/oauth/token",
-            form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &tokens.refresh),
-                ("client_id", PUBLIC_CLIENT),
-            ]),
-            None,
-        )
-    })
-    .await;
-    let winners: Vec<&Resp> = results
-        .iter()
-        .filter(|r| r.status == StatusCode::OK)
-        .collect();
-    assert_eq!(winners.len(), 1, "{} refreshes succeeded", winners.len());
-    for loser in results.iter().filter(|r| r.status != StatusCode::OK) {
-        loser.assert_oauth_error(400, "invalid_grant");
-    }
-    let next = tokens_of(winners[0]);
-    srv.bearer_get("/api/me", &next.access)
-        .await
-        .assert_status(200);
+    let results = race(&srv, RACERS, |_| refresh_request(&tokens.refresh)).await;
+    let pairs: Vec<Tokens> = results.iter().map(tokens_of).collect();
+    assert_eq!(pairs.len(), RACERS);
     srv.bearer_get("/api/me", &tokens.access)
         .await
         .assert_status(401);
-    tokens_of(&srv.refresh(&next.refresh, None).await);
-    // One live pair: the losers stored nothing.
-    assert_eq!(srv.flow.store().refresh_token_count(), 1);
+    let mut live_access = Vec::new();
+    for (i, p) in pairs.iter().enumerate() {
+        let res = srv.bearer_get("/api/me", &p.access).await;
+        match res.status.as_u16() {
+            200 => live_access.push(i),
+            401 => {}
+            other => panic!("bearer route answered {other}: {}", res.text()),
+        }
+    }
+    assert_eq!(live_access.len(), 1, "live access tokens: {live_access:?}");
+    // Introspection, not a refresh: presenting a spent refresh token would be reuse.
+    let mut live_refresh = Vec::new();
+    for (i, p) in pairs.iter().enumerate() {
+        let json = srv.introspect(&p.refresh).await.json();
+        if json["active"] == true {
+            assert_eq!(json["token_type"], "refresh_token");
+            live_refresh.push(i);
+        }
+    }
+    assert_eq!(
+        live_refresh, live_access,
+        "the live tokens are not one pair"
+    );
     assert_eq!(srv.flow.store().access_token_count(), 1);
+    assert_eq!(srv.flow.store().grant_count(), 1);
+    // The live pair goes on working.
+    let next = tokens_of(&srv.refresh(&pairs[live_refresh[0]].refresh, None).await);
+    srv.bearer_get("/api/me", &next.access)
+        .await
+        .assert_status(200);
+}
+
+/// Racing refreshes plus a replay of an older refresh token (already rotated away before the
+/// race): the replay is reuse, which revokes the grant, so whatever the interleaving, no token
+/// of the grant is left live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn racing_refreshes_with_a_replay_leave_no_live_token() {
+    let srv = start().await;
+    let first = srv.tokens(None).await;
+    let second = tokens_of(&srv.refresh(&first.refresh, None).await);
+    // Past the grace period: `first.refresh` is now plain reuse.
+    srv.advance_secs(60);
+    let results = race(&srv, RACERS + 1, |i| {
+        if i == RACERS {
+            refresh_request(&first.refresh)
+        } else {
+            refresh_request(&second.refresh)
+        }
+    })
+    .await;
+    results[RACERS].assert_oauth_error(400, "invalid_grant");
+    let mut issued = vec![first, second];
+    for r in &results[..RACERS] {
+        if r.status == StatusCode::OK {
+            issued.push(tokens_of(r));
+        } else {
+            r.assert_oauth_error(400, "invalid_grant");
+        }
+    }
+    for t in &issued {
+        srv.bearer_get("/api/me", &t.access)
+            .await
+            .assert_status(401);
+        assert_eq!(srv.introspect(&t.access).await.json()["active"], false);
+        assert_eq!(srv.introspect(&t.refresh).await.json()["active"], false);
+    }
+    assert_eq!(srv.flow.store().access_token_count(), 0);
+    assert_eq!(srv.flow.store().grant_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
@@ -271,7 +330,8 @@ async fn concurrent_device_authorizations_get_distinct_codes() {
         assert!(device_codes.insert(codes.device_code));
         assert!(user_codes.insert(codes.user_code));
     }
-    assert_eq!(srv.flow.store().grant_count(), 64);
+    assert_eq!(srv.flow.store().device_grant_count(), 64);
+    assert_eq!(srv.flow.store().pending_grant_count(), 64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]

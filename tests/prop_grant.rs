@@ -13,7 +13,9 @@
 //!
 //! Properties: a grant yields at most one token response; no way out of a final state (denied
 //! stays `access_denied` until expiry, redeemed stays `invalid_grant`); the polling interval
-//! only grows; every response is an RFC response of its endpoint; a refresh token redeems once.
+//! only grows; every response is an RFC response of its endpoint; a refresh token rotates once,
+//! may be retried within the grace period (each retry replacing the pair before), and any
+//! other use of a grant's old refresh token revokes the whole grant, access token included.
 
 mod fuzz_harness;
 
@@ -29,12 +31,14 @@ use http_body_util::Full;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use tower::{service_fn, Layer, ServiceExt};
-use tower_device_flow::codes::DeviceCode;
+use tower_device_flow::codes::{AccessToken, DeviceCode, FamilyKey, RefreshToken};
 use tower_device_flow::error::ErrorCode;
+use tower_device_flow::family::{Grant, DEFAULT_REFRESH_GRACE};
 use tower_device_flow::grant::{DecideError, Decision, DeviceGrant, GrantStatus, PollOutcome};
+use tower_device_flow::store::{Insert, IssuedGrant};
 use tower_device_flow::{
-    Client, ClientId, Clock, DeviceFlow, Digest, IssuedTokens, ManualClock, MemoryStore, Scope,
-    Store, Subject, Timestamp, TokenInfo, Versioned,
+    Client, ClientId, Clock, DeviceFlow, Digest, ManualClock, MemoryStore, Scope, Store, Subject,
+    Timestamp, TokenInfo, Versioned,
 };
 
 use fuzz_harness::{block_on, check_reply, Endpoint, Reply};
@@ -46,6 +50,8 @@ const RETAIN_MS: u64 = 600_000;
 const INTERVAL_S: u32 = 5;
 const ACCESS_MS: u64 = 3_600_000;
 const REFRESH_MS: u64 = 300_000;
+/// How long a just-rotated refresh token may be retried (the default).
+const GRACE_MS: u64 = DEFAULT_REFRESH_GRACE.as_millis() as u64;
 /// The verification page's default limit on wrong codes per end user.
 const FAILURES_MAX: u64 = 5;
 const FAILURE_WINDOW_MS: u64 = 900_000;
@@ -165,8 +171,9 @@ proptest! {
                             prop_assert_eq!(next.last_poll, Some(t(now)));
                             grant = next;
                         }
-                        (PollOutcome::Issue { next, subject, scope: s }, Expect::Issue) => {
+                        (PollOutcome::Issue { next, subject, scope: s, approved_at }, Expect::Issue) => {
                             prop_assert_eq!(subject.as_str(), "alice");
+                            prop_assert!(approved_at.as_unix_millis() <= now);
                             prop_assert_eq!(s.as_str(), "profile");
                             prop_assert_eq!(&next.status, &GrantStatus::Redeemed);
                             issued += 1;
@@ -248,19 +255,34 @@ fn store_op() -> impl Strategy<Value = StoreOp> {
     ]
 }
 
-fn dummy_tokens(now: Timestamp) -> IssuedTokens {
-    IssuedTokens {
-        access: (
-            DeviceCode::generate().digest(),
-            TokenInfo {
-                subject: Subject::new("alice"),
-                client_id: ClientId::new("tv"),
-                scope: scope("profile"),
-                expires_at: now.saturating_add(Duration::from_secs(3600)),
-            },
-        ),
-        refresh: None,
-    }
+/// The grant a redemption stores, as the token endpoint builds it.
+fn dummy_grant(now: Timestamp) -> IssuedGrant {
+    let family = FamilyKey::generate();
+    let access = AccessToken::generate();
+    let refresh = RefreshToken::generate(&family);
+    let expires_at = now.saturating_add(Duration::from_secs(3600));
+    let grant = Grant {
+        id: family.grant_id(),
+        client_id: ClientId::new("tv"),
+        subject: Subject::new("alice"),
+        scope: scope("profile"),
+        audience: None,
+        approved_at: now,
+        last_used_at: now,
+        expires_at,
+        access_token: access.digest(),
+        refresh_token: Some(refresh.digest()),
+        superseded: None,
+        cnf: None,
+    };
+    let access = TokenInfo::new(
+        grant.subject.clone(),
+        grant.client_id.clone(),
+        grant.scope.clone(),
+        expires_at,
+    )
+    .with_grant_id(Some(grant.id));
+    IssuedGrant { grant, access }
 }
 
 proptest! {
@@ -282,18 +304,21 @@ proptest! {
                 Duration::from_millis(EXPIRES_MS),
                 Duration::from_secs(u64::from(INTERVAL_S)),
             );
-            prop_assert!(store.insert_grant(key, grant, t(now)).await.unwrap());
+            prop_assert_eq!(
+                store.insert_device_grant(key, grant, t(now)).await.unwrap(),
+                Insert::Inserted
+            );
             let mut snapshots: [Option<Versioned<DeviceGrant>>; POLLERS] = Default::default();
             let mut decider: Option<Versioned<DeviceGrant>> = None;
-            let mut last: Versioned<DeviceGrant> = store.grant(&key, t(now)).await.unwrap().unwrap();
+            let mut last: Versioned<DeviceGrant> = store.device_grant(&key, t(now)).await.unwrap().unwrap();
             let mut issued = 0;
             for op in ops {
                 match op {
                     StoreOp::Advance(ms) => now += ms,
-                    StoreOp::Read(i) => snapshots[i] = store.grant(&key, t(now)).await.unwrap(),
+                    StoreOp::Read(i) => snapshots[i] = store.device_grant(&key, t(now)).await.unwrap(),
                     StoreOp::DecideRead => {
                         decider = store
-                            .grant_by_user_code(&user_code, t(now))
+                            .device_grant_by_user_code(&user_code, t(now))
                             .await
                             .unwrap()
                             .map(|(k, g)| {
@@ -304,17 +329,17 @@ proptest! {
                     StoreOp::Swap { poller, wrong_client } => {
                         let Some(seen) = snapshots[poller].take() else { continue };
                         let client = if wrong_client { ClientId::new("evil") } else { tv.clone() };
-                        let current = store.grant(&key, t(now)).await.unwrap();
+                        let current = store.device_grant(&key, t(now)).await.unwrap();
                         let (next, issue) = match seen.record.poll(&client, t(now)) {
                             PollOutcome::Refuse(_) | PollOutcome::Pending { next: None } => continue,
                             PollOutcome::Pending { next: Some(next) }
                             | PollOutcome::SlowDown { next } => (next, None),
-                            PollOutcome::Issue { next, .. } => (next, Some(dummy_tokens(t(now)))),
+                            PollOutcome::Issue { next, .. } => (next, Some(dummy_grant(t(now)))),
                         };
                         prop_assert!(!wrong_client, "a wrong client's poll wants to write");
-                        let issuing = issue.is_some();
+                        let issuing = issue.as_ref().map(|i| i.grant.id);
                         let swapped = store
-                            .replace_grant(&key, seen.version, next, issue, t(now))
+                            .replace_device_grant(&key, seen.version, next, issue, t(now))
                             .await
                             .unwrap();
                         // The swap succeeds exactly when nothing changed since the read.
@@ -322,8 +347,13 @@ proptest! {
                             swapped,
                             current.as_ref().is_some_and(|c| c.version == seen.version)
                         );
-                        if swapped && issuing {
-                            issued += 1;
+                        if let Some(id) = issuing {
+                            // The grant is stored exactly when the swap won.
+                            let stored = store.grant(&id, t(now)).await.unwrap();
+                            prop_assert_eq!(stored.is_some(), swapped);
+                            if swapped {
+                                issued += 1;
+                            }
                         }
                     }
                     StoreOp::DecideSwap { approve } => {
@@ -334,9 +364,9 @@ proptest! {
                             Decision::Deny
                         };
                         let Ok(next) = seen.record.decide(decision, t(now)) else { continue };
-                        let current = store.grant(&key, t(now)).await.unwrap();
+                        let current = store.device_grant(&key, t(now)).await.unwrap();
                         let swapped = store
-                            .replace_grant(&key, seen.version, next, None, t(now))
+                            .replace_device_grant(&key, seen.version, next, None, t(now))
                             .await
                             .unwrap();
                         prop_assert_eq!(
@@ -347,7 +377,7 @@ proptest! {
                 }
                 prop_assert!(issued <= 1, "two polls issued tokens for one grant");
                 // Past retention the record is gone; until then check it only moves forward.
-                let Some(current) = store.grant(&key, t(now)).await.unwrap() else {
+                let Some(current) = store.device_grant(&key, t(now)).await.unwrap() else {
                     prop_assert!(now >= START + EXPIRES_MS + RETAIN_MS);
                     continue;
                 };
@@ -444,14 +474,27 @@ struct FlowModel {
     token_responses: u32,
 }
 
+/// A refresh token ever issued, and the grant it belongs to.
 #[derive(Debug)]
 struct RefreshModel {
     token: String,
+    grant: usize,
+}
+
+/// An approved device's grant: its token family (`crate::family` in the model's words).
+#[derive(Debug)]
+struct GrantModel {
     client: &'static str,
+    /// The scope the end user approved: the most a refresh may ask for.
     scope: String,
-    expires_at: u64,
-    used: bool,
+    /// The live refresh token.
+    live: usize,
+    /// The refresh token the latest rotation replaced, and when.
+    superseded: Option<(usize, u64)>,
+    /// The live access token.
     access: usize,
+    expires_at: u64,
+    revoked: bool,
 }
 
 #[derive(Debug)]
@@ -465,6 +508,7 @@ struct AccessModel {
 #[derive(Default, Debug)]
 struct Model {
     flows: Vec<FlowModel>,
+    grants: Vec<GrantModel>,
     refresh: Vec<RefreshModel>,
     access: Vec<AccessModel>,
     failures: u64,
@@ -571,14 +615,16 @@ impl Model {
         }
     }
 
-    /// Records the tokens of a 200 token response: the access token carries `scope`, the
-    /// refresh token the grant's whole scope (RFC 6749 6: a later refresh may ask for anything
-    /// originally granted).
-    fn tokens(&mut self, reply: &Reply, client: &'static str, scope: &str, grant: &str, now: u64) {
+    /// Records the pair of a 200 token response for grant `grant`: the access token carries
+    /// `scope` (the grant keeps the whole approved scope, RFC 6749 6: a later refresh may ask
+    /// for anything originally granted). Returns the indices of the refresh and access token.
+    fn pair(&mut self, reply: &Reply, scope: &str, grant: usize, now: u64) -> (usize, usize) {
         let body = reply.json();
         assert_eq!(body["token_type"], "Bearer");
         assert_eq!(body["scope"], scope);
         assert_eq!(body["expires_in"], ACCESS_MS / 1000);
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(refresh.len(), 64, "a v2 refresh token is 64 characters");
         self.access.push(AccessModel {
             token: body["access_token"].as_str().unwrap().to_owned(),
             scope: scope.to_owned(),
@@ -586,14 +632,34 @@ impl Model {
             revoked: false,
         });
         self.refresh.push(RefreshModel {
-            token: body["refresh_token"].as_str().unwrap().to_owned(),
+            token: refresh,
+            grant,
+        });
+        (self.refresh.len() - 1, self.access.len() - 1)
+    }
+
+    /// A redemption's tokens: a new grant.
+    fn redeemed(&mut self, reply: &Reply, client: &'static str, scope: &str, now: u64) {
+        let grant = self.grants.len();
+        let (live, access) = self.pair(reply, scope, grant, now);
+        self.grants.push(GrantModel {
             client,
-            scope: grant.to_owned(),
+            scope: scope.to_owned(),
+            live,
+            superseded: None,
+            access,
             expires_at: now + REFRESH_MS,
-            used: false,
-            access: self.access.len() - 1,
+            revoked: false,
         });
     }
+}
+
+/// What a presented refresh token of a live grant is (`family::Presented` in the model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presentation {
+    Current,
+    Retry,
+    Reused,
 }
 
 /// Runs `ops` against the services and the model; returns the kinds of answers seen.
@@ -673,7 +739,7 @@ async fn run_services(ops: Vec<Op>) -> BTreeSet<String> {
                         f.token_responses += 1;
                         assert_eq!(f.token_responses, 1, "two token responses for one grant");
                         let (client, scope) = (f.client, f.scope);
-                        m.tokens(&reply, client, scope, scope, now);
+                        m.redeemed(&reply, client, scope, now);
                     }
                     (_, Some("slow_down")) => {
                         f.interval += 5;
@@ -739,23 +805,48 @@ async fn run_services(ops: Vec<Op>) -> BTreeSet<String> {
                 let i = (!m.refresh.is_empty()).then(|| token % m.refresh.len());
                 let (token, client) = match i.map(|i| &m.refresh[i]) {
                     None => ("unknown".to_owned(), "tv"),
-                    Some(r) if wrong_client => (r.token.clone(), other_client(r.client)),
-                    Some(r) => (r.token.clone(), r.client),
+                    Some(r) => {
+                        let owner = m.grants[r.grant].client;
+                        let client = if wrong_client {
+                            other_client(owner)
+                        } else {
+                            owner
+                        };
+                        (r.token.clone(), client)
+                    }
                 };
                 let mut body =
                     format!("grant_type=refresh_token&refresh_token={token}&client_id={client}");
                 if let Some(s) = requested {
                     body.push_str(&format!("&scope={s}"));
                 }
-                let want: Want = match i.map(|i| &m.refresh[i]) {
-                    None => (400, Some("invalid_grant")),
-                    Some(r) if r.used || wrong_client || now >= r.expires_at => {
+                // A token of a grant that is gone, or another client's request: refused,
+                // nothing changes. Otherwise the grant's rules decide (family.rs).
+                let presentation = i.and_then(|i| {
+                    let g = &m.grants[m.refresh[i].grant];
+                    if g.revoked || wrong_client || now >= g.expires_at {
+                        None
+                    } else if g.live == i {
+                        Some(Presentation::Current)
+                    } else if g
+                        .superseded
+                        .is_some_and(|(s, at)| s == i && now < at + GRACE_MS)
+                    {
+                        Some(Presentation::Retry)
+                    } else {
+                        Some(Presentation::Reused)
+                    }
+                });
+                let want: Want = match (presentation, i.map(|i| &m.grants[m.refresh[i].grant])) {
+                    (None | Some(Presentation::Reused), _) | (_, None) => {
                         (400, Some("invalid_grant"))
                     }
-                    Some(r) if requested.is_some_and(|s| !r.scope.split(' ').any(|x| x == s)) => {
+                    (_, Some(g))
+                        if requested.is_some_and(|s| !g.scope.split(' ').any(|x| x == s)) =>
+                    {
                         (400, Some("invalid_scope"))
                     }
-                    Some(_) => (200, None),
+                    _ => (200, None),
                 };
                 let reply = h
                     .send("refresh", Endpoint::Token, form_post("/oauth/token", body))
@@ -763,16 +854,38 @@ async fn run_services(ops: Vec<Op>) -> BTreeSet<String> {
                 assert_want(
                     &reply,
                     want,
-                    &format!("refresh {:?}", i.map(|i| &m.refresh[i])),
+                    &format!(
+                        "refresh {:?} ({presentation:?}) of {:?}",
+                        i.map(|i| &m.refresh[i]),
+                        i.map(|i| &m.grants[m.refresh[i].grant])
+                    ),
                 );
-                if let (200, Some(i)) = (want.0, i) {
-                    let r = &mut m.refresh[i];
-                    r.used = true;
-                    let (client, old_access) = (r.client, r.access);
-                    let grant = r.scope.clone();
-                    let scope = requested.map_or(grant.clone(), str::to_owned);
-                    m.access[old_access].revoked = true;
-                    m.tokens(&reply, client, &scope, &grant, now);
+                let Some(i) = i else { continue };
+                let g = m.refresh[i].grant;
+                match (presentation, want.0) {
+                    (Some(Presentation::Reused), _) => {
+                        // Reuse revokes the grant and its live access token.
+                        m.grants[g].revoked = true;
+                        let a = m.grants[g].access;
+                        m.access[a].revoked = true;
+                        h.seen.lock().unwrap().insert("refresh reuse".into());
+                    }
+                    (Some(how), 200) => {
+                        let old_access = m.grants[g].access;
+                        m.access[old_access].revoked = true;
+                        let scope = requested.map_or(m.grants[g].scope.clone(), str::to_owned);
+                        let (live, access) = m.pair(&reply, &scope, g, now);
+                        let grant = &mut m.grants[g];
+                        if how == Presentation::Current {
+                            grant.superseded = Some((grant.live, now));
+                        } else {
+                            h.seen.lock().unwrap().insert("refresh retry".into());
+                        }
+                        grant.live = live;
+                        grant.access = access;
+                        grant.expires_at = now + REFRESH_MS;
+                    }
+                    _ => {}
                 }
             }
             Op::Access { token } => {
@@ -804,7 +917,7 @@ async fn run_services(ops: Vec<Op>) -> BTreeSet<String> {
         let now = h.clock.now();
         for (i, f) in m.flows.iter().enumerate() {
             let key = DeviceCode::new(f.device_code.as_str()).digest();
-            let Some(g) = h.flow.store().grant(&key, now).await.unwrap() else {
+            let Some(g) = h.flow.store().device_grant(&key, now).await.unwrap() else {
                 assert!(
                     now.as_unix_millis() >= f.expires_at + RETAIN_MS,
                     "{f:?} vanished"
@@ -816,7 +929,7 @@ async fn run_services(ops: Vec<Op>) -> BTreeSet<String> {
             last_interval[i] = g.record.interval;
             let status = match g.record.status {
                 GrantStatus::Pending => St::Pending,
-                GrantStatus::Approved { subject } => {
+                GrantStatus::Approved { subject, .. } => {
                     assert_eq!(subject.as_str(), "alice");
                     St::Approved
                 }
@@ -858,6 +971,8 @@ fn services_follow_the_rfcs() {
         "refresh 200",
         "refresh 400 invalid_grant",
         "refresh 400 invalid_scope",
+        "refresh retry",
+        "refresh reuse",
         "access 200",
         "access 401 invalid_token",
         "access 403 insufficient_scope",

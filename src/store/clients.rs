@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use super::records::Client;
-use super::traits::StoreResult;
+use super::records::{Client, StoreResult};
 
 /// Looks clients up by id: the one thing the endpoints need to know about clients.
 ///

@@ -7,11 +7,14 @@
 //! at most once per [`MemoryStoreBuilder::purge_every`], so memory stays bounded under a stream
 //! of abandoned flows, at amortized O(1) per operation.
 //!
-//! No lock is ever held while another is taken. Where one primitive touches two tables, the
-//! writes are ordered so that no reader or racing writer can be left with a live token behind a
-//! revoked grant: a rotation stores its new access token before it swaps the grant (and takes
-//! it back if the swap fails), and a revocation deletes the access token the grant names once
-//! the grant is gone.
+//! Only a redemption holds two locks at once: it keeps the device grant's shard locked while it
+//! stores the new grant, its access token and its subject index entry (taken in that order,
+//! and no other operation ever holds a lock while taking another, so there is no deadlock), so
+//! that nobody sees the device grant redeemed before the grant exists. Elsewhere, where one
+//! primitive touches two tables, the writes are ordered so that no reader or racing writer can
+//! be left with a live token behind a revoked grant: a rotation stores its new access token
+//! before it swaps the grant (and takes it back if the swap fails), and a revocation deletes
+//! the access token the grant names once the grant is gone.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
@@ -123,6 +126,10 @@ struct GrantSlot {
     approved_at: Timestamp,
     last_used_at: Timestamp,
     expires_at: Timestamp,
+    /// When the slot may go: the grant's end, or its access token's if that is later (an
+    /// access token lives until its own expiry, and a lookup needs the grant's subject and
+    /// client).
+    keep_until: Timestamp,
     access_token: Digest,
     refresh_token: Option<Digest>,
     /// The superseded refresh token and when; `at == EPOCH` for none.
@@ -143,9 +150,10 @@ impl Rare {
 }
 
 impl GrantSlot {
-    fn new(version: u64, g: Grant) -> Self {
+    fn new(version: u64, g: Grant, access_expires_at: Timestamp) -> Self {
         GrantSlot {
             version,
+            keep_until: g.expires_at.max(access_expires_at),
             client_id: g.client_id,
             subject: g.subject,
             scope: g.scope,
@@ -211,7 +219,7 @@ impl Expiring for Box<DeviceSlot> {
 }
 impl Expiring for Box<GrantSlot> {
     fn drop_after(&self) -> Timestamp {
-        self.expires_at
+        self.keep_until
     }
 }
 impl Expiring for AccessSlot {
@@ -684,7 +692,7 @@ impl Store for MemoryStore {
                 .map
                 .insert(user_key, IndexEntry(device_key, drop_after));
         }
-        let uncount = |slot: &Box<DeviceSlot>| {
+        let uncount = |slot: &DeviceSlot| {
             if slot.counted {
                 pending.uncount();
             }
@@ -692,7 +700,7 @@ impl Store for MemoryStore {
         let mut grants =
             self.inner
                 .device_grants
-                .lock_for_write_with(device_key.shard(), now, uncount);
+                .lock_for_write_with(device_key.shard(), now, |slot| uncount(slot));
         if grants
             .map
             .get(&device_key)
@@ -761,43 +769,45 @@ impl Store for MemoryStore {
         issue: Option<IssuedGrant>,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        {
-            let (key, rest) = split(device_code);
-            let pending = &self.inner.pending;
-            let mut grants =
-                self.inner
-                    .device_grants
-                    .lock_for_write_with(key.shard(), now, |slot| {
-                        if slot.counted {
-                            pending.uncount();
-                        }
-                    });
-            match grants.map.get_mut(&key) {
-                Some(slot) if slot.rest == rest && slot.grant.version == expected_version => {
-                    if slot.counted && grant.status != GrantStatus::Pending {
-                        slot.counted = false;
-                        pending.uncount();
-                    }
-                    slot.grant.version += 1;
-                    slot.grant.record = grant;
+        let (key, rest) = split(device_code);
+        let pending = &self.inner.pending;
+        let mut grants = self
+            .inner
+            .device_grants
+            .lock_for_write_with(key.shard(), now, |slot| {
+                if slot.counted {
+                    pending.uncount();
                 }
-                _ => return Ok(false),
+            });
+        match grants.map.get_mut(&key) {
+            Some(slot) if slot.rest == rest && slot.grant.version == expected_version => {
+                if slot.counted && grant.status != GrantStatus::Pending {
+                    slot.counted = false;
+                    pending.uncount();
+                }
+                slot.grant.version += 1;
+                slot.grant.record = grant;
             }
+            _ => return Ok(false),
         }
-        // The swap above is the exactly-once decision; the grant and its token are stored
-        // before the caller can hand the token out.
+        // The swap above is the exactly-once decision. The grant, its token and its index
+        // entry are stored while the device grant's shard is still held, so no reader sees the
+        // device grant redeemed before they exist (the one place that nests locks; see the
+        // module doc for the order).
         if let Some(IssuedGrant { grant, access }) = issue {
-            let id = grant.id;
+            let (id, digest) = (grant.id, grant.access_token);
             let subject = grant.subject.clone();
-            self.store_access(&id, grant.access_token, access, now);
             let key = HalfKey::of_grant(&id);
+            let slot = GrantSlot::new(0, grant, access.expires_at);
             self.inner
                 .grants
                 .lock_for_write(key.shard(), now)
                 .map
-                .insert(key, Box::new(GrantSlot::new(0, grant)));
+                .insert(key, Box::new(slot));
+            self.store_access(&id, digest, access, now);
             self.index_subject(&subject, id, now);
         }
+        drop(grants);
         Ok(true)
     }
 
@@ -821,6 +831,7 @@ impl Store for MemoryStore {
     ) -> StoreResult<bool> {
         let Rotation { next, revoke } = rotation;
         let new_access = next.access_token;
+        let access_expires_at = access.expires_at;
         // The new token first: a revocation that removes the grant after the swap below then
         // finds and deletes it.
         self.store_access(id, new_access, access, now);
@@ -829,7 +840,7 @@ impl Store for MemoryStore {
             let mut grants = self.inner.grants.lock_for_write(key.shard(), now);
             match grants.map.get_mut(&key) {
                 Some(slot) if slot.version == expected_version && slot.expires_at > now => {
-                    **slot = GrantSlot::new(expected_version + 1, next);
+                    **slot = GrantSlot::new(expected_version + 1, next, access_expires_at);
                     true
                 }
                 _ => false,
@@ -891,7 +902,9 @@ impl Store for MemoryStore {
             }
         };
         let grants = self.inner.grants.lock(grant.shard());
-        let Some(g) = grants.map.get(&grant).filter(|g| g.expires_at > now) else {
+        // Not the grant's own end: a token lives until its own expiry (callers check that),
+        // unless its grant was revoked.
+        let Some(g) = grants.map.get(&grant).filter(|g| g.drop_after() > now) else {
             return Ok(None);
         };
         let rare = rare.map(|r| *r).unwrap_or_default();

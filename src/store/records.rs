@@ -1,5 +1,5 @@
 //! The records a [`Store`](super::Store) keeps besides grants: clients and access tokens, and
-//! the small answers of its primitives.
+//! the small answers of its primitives, and the errors a store reports.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::codes::{Digest, Thumbprint};
+use crate::error::{ErrorCode, OAuthError};
 use crate::family::Grant;
 use crate::ids::{Audience, ClientId, GrantId, Subject};
 use crate::scope::Scope;
@@ -258,4 +259,57 @@ pub struct Versioned<T> {
     pub version: u64,
     /// The record.
     pub record: T,
+}
+
+/// A failure of the store itself (not of the client's request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// The backend cannot be reached right now; answered `temporarily_unavailable` (503).
+    Unavailable(String),
+    /// The backend failed otherwise; answered `server_error` (500).
+    Backend(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(m) => write!(f, "store unavailable: {m}"),
+            StoreError::Backend(m) => write!(f, "store failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the credential store is unavailable; retry later",
+            )
+            .with_retry_after(1),
+            StoreError::Backend(_) => {
+                OAuthError::new(ErrorCode::ServerError, "the credential store failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn store_errors_map_to_500_and_503() {
+        let e: OAuthError = StoreError::Unavailable("down".into()).into();
+        assert_eq!(e.code(), ErrorCode::TemporarilyUnavailable);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let e: OAuthError = StoreError::Backend("bad".into()).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

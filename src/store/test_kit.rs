@@ -1,17 +1,20 @@
 //! The store conformance kit: the crate's behavioural tests for a [`Store`], runnable against
 //! any backend.
 //!
-//! Each check drives the grant state machine of [`crate::grant`] exactly as the services do
-//! (read the grant, ask it what a poll or a decision means, write the successor back with
-//! [`Store::replace_grant`], and on a lost compare-and-swap read again), then asserts what the
-//! [`Store`] contract promises. A violation panics with a message naming the check.
+//! Each check drives the crate's own rules exactly as the services do: the device grant state
+//! machine of [`crate::grant`] (read the device grant, ask it what a poll or a decision means,
+//! write the successor back with [`Store::replace_device_grant`], and on a lost
+//! compare-and-swap read again) and the token family rules of [`crate::family`] (read the
+//! [`Grant`], ask it what a presented refresh token is, rotate it with
+//! [`Store::replace_grant`]). It then asserts what the [`Store`] contract promises. A violation
+//! panics with a message naming the check.
 //!
 //! The kit registers nothing and needs no clients in the store: grants and tokens name a client
 //! id, which the store only keeps. Only [`check_client_lookup`] looks a client up, and it is
-//! given the id of one the caller registered. Codes, tokens and counter keys are random, so
-//! checks can share one store, and timestamps are taken near the real current time (from
-//! [`SystemClock`]) because a backend may also expire records by its own clock (as Redis TTLs
-//! do); expiry is exercised by passing later `now` values, never by sleeping.
+//! given the id of one the caller registered. Codes, tokens, subjects and counter keys are
+//! random, so checks can share one store, and timestamps are taken near the real current time
+//! (from [`SystemClock`]) because a backend may also expire records by its own clock (as Redis
+//! TTLs do); expiry is exercised by passing later `now` values, never by sleeping.
 //!
 //! # Running it against your backend
 //!
@@ -49,26 +52,39 @@
 //! and delete it afterwards, as this crate's `tests/store_conformance.rs` does for Redis.
 //!
 //! Each check is also public on its own (`check_*`), to give every check its own test and a
-//! precise failure report.
+//! precise failure report. [`check_pending_device_grants`] compares counts before and after, so
+//! it needs a store no other test writes to while it runs; every other check may share a store
+//! with anything.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use super::records::{IssuedTokens, RefreshTokenRecord, TokenInfo, Versioned};
+use super::records::{Count, Insert, IssuedGrant, TokenInfo, Versioned};
 use super::traits::{Store, StoreResult};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::codes::{
-    AccessToken, DeviceCode, Digest, RefreshToken, UserCode, UserCodeFormat, UserCodeGenerator,
+    AccessToken, DeviceCode, Digest, FamilyKey, RefreshToken, Thumbprint, UserCode, UserCodeFormat,
+    UserCodeGenerator,
 };
 use crate::error::ErrorCode;
+use crate::family::{Grant, NewTokens, Presented, DEFAULT_REFRESH_GRACE};
 use crate::grant::{DecideError, Decision, DeviceGrant, GrantStatus, PollOutcome};
-use crate::ids::{ClientId, Subject};
+use crate::ids::{Audience, ClientId, GrantId, Subject};
 use crate::scope::Scope;
 
 /// How many tasks race in the concurrency checks.
 pub const RACERS: usize = 64;
+
+/// How many concurrent calls race for a counter's budget in [`check_try_increment_under_race`].
+pub const BUDGET_RACERS: usize = 200;
+
+/// How many times [`check_revoke_racing_rotation`] races a revocation against a rotation.
+pub const REVOKE_ROUNDS: usize = 100;
 
 /// How long the kit's device codes stay valid.
 const EXPIRES_IN: Duration = Duration::from_secs(600);
@@ -76,10 +92,14 @@ const EXPIRES_IN: Duration = Duration::from_secs(600);
 const INTERVAL: Duration = Duration::from_secs(5);
 /// The kit's access-token lifetime.
 const ACCESS_TTL: Duration = Duration::from_secs(600);
-/// The kit's refresh-token lifetime.
+/// The kit's refresh-token lifetime: how long its grants live.
 const REFRESH_TTL: Duration = Duration::from_secs(1800);
+/// The grace period the kit's refreshes allow for retries (the crate's default).
+const GRACE: Duration = DEFAULT_REFRESH_GRACE;
 /// A compare-and-swap loop that has not settled after this many rounds is broken.
 const MAX_CAS_ROUNDS: usize = 10_000;
+/// The client every kit grant is for.
+const KIT_CLIENT: &str = "kit-client";
 
 /// Runs every check except [`check_client_lookup`] (which needs a registered client), each on
 /// a fresh store from `make`. Call it from a multi-threaded Tokio runtime.
@@ -88,6 +108,7 @@ where
     S: Store + Clone,
     F: Fn() -> S,
 {
+    // Device grants.
     check_insert_if_absent(make()).await;
     check_concurrent_inserts_claim_user_code_once(make()).await;
     check_lookups(make()).await;
@@ -97,10 +118,24 @@ where
     check_slow_down(make()).await;
     check_denied(make()).await;
     check_expiry(make()).await;
-    check_rotation_take_once_under_race(make()).await;
-    check_rotation_deletes_old_access_token(make()).await;
-    check_revocation(make()).await;
-    check_counters(make()).await;
+    check_pending_device_grants(make()).await;
+    // Redemption and grants.
+    check_redemption_stores_grant(make()).await;
+    check_redemption_is_atomic(make()).await;
+    check_grant_compare_and_swap(make()).await;
+    check_concurrent_rotations_rotate_once(make()).await;
+    check_rotation_replaces_access_token(make()).await;
+    check_racing_refreshes_leave_one_pair(make()).await;
+    check_revoke_grant(make()).await;
+    check_revoke_racing_rotation(make()).await;
+    check_grants_of(make()).await;
+    check_grant_expiry(make()).await;
+    check_revoke_access_token(make()).await;
+    // Limits and one-time values.
+    check_try_increment(make()).await;
+    check_try_increment_under_race(make()).await;
+    check_decrement(make()).await;
+    check_claim_once(make()).await;
 }
 
 /// `client` finds the registered client `known_client_id` and nothing for an unknown id.
@@ -120,60 +155,59 @@ pub async fn check_client_lookup<S: Store>(store: S, known_client_id: &str) {
     );
 }
 
-/// `insert_grant` is insert-if-absent on both keys: a second grant with a taken user code, or
-/// under a taken device code, is refused and writes nothing.
+// ---------------------------------------------------------------------------------------------
+// Device grants.
+
+/// `insert_device_grant` is insert-if-absent on both keys: a second grant with a taken user
+/// code, or under a taken device code, is refused with [`Insert::Taken`] and writes nothing.
 pub async fn check_insert_if_absent<S: Store>(store: S) {
     const CHECK: &str = "insert_if_absent";
     let now = base();
     let first = Flow::new(now);
-    assert!(
-        ok(
-            CHECK,
-            store
-                .insert_grant(first.device(), first.grant.clone(), now)
-                .await
-        ),
-        "[{CHECK}] inserting a fresh grant failed"
-    );
+    insert(CHECK, &store, &first, now).await;
 
     // Another device code, the same user code: refused, and the new device code stays unknown.
     let same_user = Flow::with_user_code(first.user.clone(), now);
-    assert!(
-        !ok(
+    assert_eq!(
+        ok(
             CHECK,
             store
-                .insert_grant(same_user.device(), same_user.grant.clone(), now)
+                .insert_device_grant(same_user.device(), same_user.grant.clone(), now)
                 .await
         ),
+        Insert::Taken,
         "[{CHECK}] a second grant took a user code that is in use"
     );
     assert!(
-        ok(CHECK, store.grant(&same_user.device(), now).await).is_none(),
+        ok(CHECK, store.device_grant(&same_user.device(), now).await).is_none(),
         "[{CHECK}] a refused insert stored its grant"
     );
 
     // The same device code, another user code: refused, and the new user code stays unindexed.
     let other = Flow::new(now);
-    assert!(
-        !ok(
+    assert_eq!(
+        ok(
             CHECK,
             store
-                .insert_grant(first.device(), other.grant.clone(), now)
+                .insert_device_grant(first.device(), other.grant.clone(), now)
                 .await
         ),
+        Insert::Taken,
         "[{CHECK}] a second grant replaced one under the same device code"
     );
     assert!(
         ok(
             CHECK,
-            store.grant_by_user_code(&other.user.digest(), now).await
+            store
+                .device_grant_by_user_code(&other.user.digest(), now)
+                .await
         )
         .is_none(),
         "[{CHECK}] a refused insert indexed its user code"
     );
 
     // The first grant is untouched.
-    let stored = read_grant(CHECK, &store, &first.device(), now).await;
+    let stored = read_device_grant(CHECK, &store, &first.device(), now).await;
     assert_eq!(
         stored.version, 0,
         "[{CHECK}] a new grant must start at version 0"
@@ -184,7 +218,9 @@ pub async fn check_insert_if_absent<S: Store>(store: S) {
     );
     let (device, _) = ok(
         CHECK,
-        store.grant_by_user_code(&first.user.digest(), now).await,
+        store
+            .device_grant_by_user_code(&first.user.digest(), now)
+            .await,
     )
     .unwrap_or_else(|| fail(CHECK, "the user code of the first grant is not indexed"));
     assert_eq!(
@@ -199,7 +235,7 @@ pub async fn check_concurrent_inserts_claim_user_code_once<S: Store + Clone>(sto
     const CHECK: &str = "concurrent_inserts_claim_user_code_once";
     let now = base();
     let user = UserCodeFormat::default().generate();
-    let barrier = std::sync::Arc::new(Barrier::new(RACERS));
+    let barrier = Arc::new(Barrier::new(RACERS));
     let mut racers = JoinSet::new();
     for _ in 0..RACERS {
         let (store, barrier, flow) = (
@@ -211,9 +247,15 @@ pub async fn check_concurrent_inserts_claim_user_code_once<S: Store + Clone>(sto
             barrier.wait().await;
             let inserted = ok(
                 CHECK,
-                store.insert_grant(flow.device(), flow.grant, now).await,
+                store
+                    .insert_device_grant(flow.device(), flow.grant, now)
+                    .await,
             );
-            inserted.then_some(flow.device)
+            match inserted {
+                Insert::Inserted => Some(flow.device),
+                Insert::Taken => None,
+                Insert::Full { .. } => fail(CHECK, "a store with room answered Full"),
+            }
         });
     }
     let winners: Vec<DeviceCode> = join_all(CHECK, racers)
@@ -227,8 +269,11 @@ pub async fn check_concurrent_inserts_claim_user_code_once<S: Store + Clone>(sto
         "[{CHECK}] {} of {RACERS} racing inserts claimed the same user code",
         winners.len()
     );
-    let (device, _) = ok(CHECK, store.grant_by_user_code(&user.digest(), now).await)
-        .unwrap_or_else(|| fail(CHECK, "the claimed user code is not indexed"));
+    let (device, _) = ok(
+        CHECK,
+        store.device_grant_by_user_code(&user.digest(), now).await,
+    )
+    .unwrap_or_else(|| fail(CHECK, "the claimed user code is not indexed"));
     assert_eq!(
         device,
         winners[0].digest(),
@@ -236,14 +281,19 @@ pub async fn check_concurrent_inserts_claim_user_code_once<S: Store + Clone>(sto
     );
 }
 
-/// A grant is found by device code and by user code, with its version; unknown codes are not.
+/// A device grant is found by device code and by user code, with its version; unknown codes
+/// are not.
 pub async fn check_lookups<S: Store>(store: S) {
     const CHECK: &str = "lookups";
     let now = base();
-    let flow = Flow::new(now);
+    let mut flow = Flow::new(now);
+    // Every field a device grant can carry round-trips.
+    flow.grant = flow.grant.with_audience(Some(audience())).with_origin(Some(
+        crate::grant::RequestOrigin::new("192.0.2.7".parse().ok(), Some("kit/1.0")),
+    ));
     insert(CHECK, &store, &flow, now).await;
 
-    let by_device = read_grant(CHECK, &store, &flow.device(), now).await;
+    let by_device = read_device_grant(CHECK, &store, &flow.device(), now).await;
     assert_eq!(
         by_device,
         Versioned {
@@ -254,7 +304,9 @@ pub async fn check_lookups<S: Store>(store: S) {
     );
     let (device, by_user) = ok(
         CHECK,
-        store.grant_by_user_code(&flow.user.digest(), now).await,
+        store
+            .device_grant_by_user_code(&flow.user.digest(), now)
+            .await,
     )
     .unwrap_or_else(|| fail(CHECK, "the grant is not found by its user code"));
     assert_eq!(
@@ -266,22 +318,25 @@ pub async fn check_lookups<S: Store>(store: S) {
 
     let unknown = Flow::new(now);
     assert!(
-        ok(CHECK, store.grant(&unknown.device(), now).await).is_none(),
+        ok(CHECK, store.device_grant(&unknown.device(), now).await).is_none(),
         "[{CHECK}] an unknown device code was found"
     );
     assert!(
         ok(
             CHECK,
-            store.grant_by_user_code(&unknown.user.digest(), now).await
+            store
+                .device_grant_by_user_code(&unknown.user.digest(), now)
+                .await
         )
         .is_none(),
         "[{CHECK}] an unknown user code was found"
     );
 }
 
-/// `replace_grant` swaps only on the current version, bumps it by one, and on failure writes
-/// nothing at all, neither the grant nor the tokens. A retried swap (same expected version)
-/// fails, so a lost reply can never lead to a second issuance.
+/// `replace_device_grant` swaps only on the current version, bumps it by one, and on failure
+/// writes nothing at all: neither the device grant nor the grant it would issue, its access
+/// token or its subject index entry. A retried swap (same expected version) fails, so a lost
+/// reply can never lead to a second issuance.
 pub async fn check_compare_and_swap<S: Store>(store: S) {
     const CHECK: &str = "compare_and_swap";
     let now = base();
@@ -296,12 +351,12 @@ pub async fn check_compare_and_swap<S: Store>(store: S) {
         ok(
             CHECK,
             store
-                .replace_grant(&flow.device(), 0, polled.clone(), None, now)
+                .replace_device_grant(&flow.device(), 0, polled.clone(), None, now)
                 .await
         ),
         "[{CHECK}] a swap on the current version failed"
     );
-    let stored = read_grant(CHECK, &store, &flow.device(), now).await;
+    let stored = read_device_grant(CHECK, &store, &flow.device(), now).await;
     assert_eq!(
         stored.version, 1,
         "[{CHECK}] a swap must bump the version by one"
@@ -311,8 +366,8 @@ pub async fn check_compare_and_swap<S: Store>(store: S) {
         "[{CHECK}] the swap did not store the new grant"
     );
 
-    // Retrying the same swap (as after a lost reply) fails and writes nothing, tokens included.
-    let issued = Issued::new(&flow.grant.client_id, "mallory", &flow.grant.scope, now);
+    // Retrying the same swap (as after a lost reply) fails and writes nothing, grant included.
+    let issued = Issued::new(&flow.grant, &random_subject(), now, now);
     let redeemed = DeviceGrant {
         status: GrantStatus::Redeemed,
         ..flow.grant.clone()
@@ -321,18 +376,18 @@ pub async fn check_compare_and_swap<S: Store>(store: S) {
         !ok(
             CHECK,
             store
-                .replace_grant(
+                .replace_device_grant(
                     &flow.device(),
                     0,
                     redeemed.clone(),
-                    Some(issued.tokens.clone()),
+                    Some(issued.issue.clone()),
                     now
                 )
                 .await
         ),
         "[{CHECK}] a swap on a stale version succeeded"
     );
-    let stored = read_grant(CHECK, &store, &flow.device(), now).await;
+    let stored = read_device_grant(CHECK, &store, &flow.device(), now).await;
     assert_eq!(
         stored,
         Versioned {
@@ -342,54 +397,69 @@ pub async fn check_compare_and_swap<S: Store>(store: S) {
         "[{CHECK}] a failed swap changed the grant"
     );
     issued
-        .assert_absent(CHECK, &store, now, "a failed swap stored its tokens")
+        .assert_absent(CHECK, &store, now, "a failed swap stored its grant")
         .await;
 
     assert!(
         ok(
             CHECK,
             store
-                .replace_grant(&flow.device(), 1, redeemed.clone(), None, now)
+                .replace_device_grant(&flow.device(), 1, redeemed.clone(), None, now)
                 .await
         ),
         "[{CHECK}] a swap on the current version failed"
     );
     assert_eq!(
-        read_grant(CHECK, &store, &flow.device(), now).await.version,
+        read_device_grant(CHECK, &store, &flow.device(), now)
+            .await
+            .version,
         2
     );
 
     let unknown = Flow::new(now);
+    let issued = Issued::new(&unknown.grant, &random_subject(), now, now);
     assert!(
         !ok(
             CHECK,
             store
-                .replace_grant(&unknown.device(), 0, unknown.grant.clone(), None, now)
+                .replace_device_grant(
+                    &unknown.device(),
+                    0,
+                    unknown.grant.clone(),
+                    Some(issued.issue.clone()),
+                    now
+                )
                 .await
         ),
         "[{CHECK}] a swap on an unknown device code succeeded"
     );
     assert!(
-        ok(CHECK, store.grant(&unknown.device(), now).await).is_none(),
-        "[{CHECK}] a swap on an unknown device code created a grant"
+        ok(CHECK, store.device_grant(&unknown.device(), now).await).is_none(),
+        "[{CHECK}] a swap on an unknown device code created a device grant"
     );
+    issued
+        .assert_absent(
+            CHECK,
+            &store,
+            now,
+            "a swap on an unknown device code stored a grant",
+        )
+        .await;
 }
 
-/// Approve, then poll: the poll issues tokens once, stored with the swap, and every later poll
-/// is refused with `invalid_grant`.
+/// Approve, then poll: the poll issues a grant once, stored with the swap, and every later
+/// poll is refused with `invalid_grant`.
 pub async fn check_approve_then_poll_issues_once<S: Store>(store: S) {
     const CHECK: &str = "approve_then_poll_issues_once";
     let now = base();
     let flow = Flow::new(now);
     insert(CHECK, &store, &flow, now).await;
     let client = flow.grant.client_id.clone();
+    let alice = random_subject();
 
     // Another client's poll is refused and changes nothing.
     let other = ClientId::new("kit-other-client");
-    let refused = poll(CHECK, &store, &flow.device(), &other, now, |_, _| {
-        unreachable_issue(CHECK)
-    })
-    .await;
+    let refused = poll(CHECK, &store, &flow.device(), &other, now, no_issue(CHECK)).await;
     assert_eq!(
         refused,
         Polled::Refused(ErrorCode::InvalidGrant),
@@ -400,12 +470,12 @@ pub async fn check_approve_then_poll_issues_once<S: Store>(store: S) {
         CHECK,
         &store,
         &flow.device(),
-        Decision::Approve(Subject::new("alice")),
+        Decision::Approve(alice.clone()),
         now,
     )
     .await
     .unwrap_or_else(|e| fail(CHECK, &format!("approval refused: {e:?}")));
-    let approved = read_grant(CHECK, &store, &flow.device(), now).await;
+    let approved = read_device_grant(CHECK, &store, &flow.device(), now).await;
     assert_eq!(approved.version, 1, "[{CHECK}] approval must be one swap");
 
     let t = later(now, 1);
@@ -415,22 +485,22 @@ pub async fn check_approve_then_poll_issues_once<S: Store>(store: S) {
         &flow.device(),
         &client,
         t,
-        |subject, scope| {
+        |device, subject, approved_at| {
             assert_eq!(
-                subject.as_str(),
-                "alice",
+                subject, alice,
                 "[{CHECK}] tokens issued for the wrong subject"
             );
-            Issued::new(&client, subject.as_str(), &scope, t)
+            assert_eq!(approved_at, now, "[{CHECK}] the approval time was not kept");
+            Issued::new(device, &subject, approved_at, t)
         },
     )
     .await;
     let Polled::Issued(issued) = polled else {
         fail(CHECK, &format!("polling an approved grant gave {polled:?}"))
     };
-    issued.assert_present(CHECK, &store, t).await;
+    issued.assert_stored(CHECK, &store, t).await;
 
-    let redeemed = read_grant(CHECK, &store, &flow.device(), t).await;
+    let redeemed = read_device_grant(CHECK, &store, &flow.device(), t).await;
     assert_eq!(redeemed.version, 2, "[{CHECK}] issuance must be one swap");
     assert_eq!(
         redeemed.record.status,
@@ -444,7 +514,7 @@ pub async fn check_approve_then_poll_issues_once<S: Store>(store: S) {
             &flow.device(),
             &client,
             later(now, i),
-            |_, _| unreachable_issue(CHECK),
+            no_issue(CHECK),
         )
         .await;
         assert_eq!(
@@ -453,38 +523,35 @@ pub async fn check_approve_then_poll_issues_once<S: Store>(store: S) {
             "[{CHECK}] a redeemed device code was accepted again"
         );
     }
+    assert_eq!(
+        ok(CHECK, store.grants_of(&alice, t).await).len(),
+        1,
+        "[{CHECK}] one redemption must make one grant"
+    );
 }
 
-/// Of [`RACERS`] concurrent polls of an approved grant, exactly one swap wins: one set of
-/// tokens exists, the others were never stored, and every loser ends with `invalid_grant`.
+/// Of [`RACERS`] concurrent polls of an approved grant, exactly one swap wins: one grant and
+/// one access token exist, the others were never stored, and every loser ends with
+/// `invalid_grant`.
 pub async fn check_concurrent_polls_issue_once<S: Store + Clone>(store: S) {
     const CHECK: &str = "concurrent_polls_issue_once";
     let now = base();
-    let flow = Flow::new(now);
-    insert(CHECK, &store, &flow, now).await;
-    decide(
-        CHECK,
-        &store,
-        &flow.device(),
-        Decision::Approve(Subject::new("bob")),
-        now,
-    )
-    .await
-    .unwrap_or_else(|e| fail(CHECK, &format!("approval refused: {e:?}")));
+    let subject = random_subject();
+    let flow = approved_flow(CHECK, &store, &subject, now).await;
 
     let t = later(now, 5);
-    let barrier = std::sync::Arc::new(Barrier::new(RACERS));
+    let barrier = Arc::new(Barrier::new(RACERS));
     let mut racers = JoinSet::new();
     for _ in 0..RACERS {
         let (store, barrier, device) = (store.clone(), barrier.clone(), flow.device());
-        let client = flow.grant.client_id.clone();
         racers.spawn(async move {
-            // Every racer has its own tokens, so a store that let two swaps through would show
-            // two stored sets.
+            // Every racer mints its own grant, so a store that let two swaps through would
+            // show two stored grants.
             let mut mine = None;
             barrier.wait().await;
-            let polled = poll(CHECK, &store, &device, &client, t, |subject, scope| {
-                let issued = Issued::new(&client, subject.as_str(), &scope, t);
+            let client = ClientId::new(KIT_CLIENT);
+            let polled = poll(CHECK, &store, &device, &client, t, |grant, subject, at| {
+                let issued = Issued::new(grant, &subject, at, t);
                 mine = Some(issued.clone());
                 issued
             })
@@ -498,11 +565,11 @@ pub async fn check_concurrent_polls_issue_once<S: Store + Clone>(store: S) {
         match polled {
             Polled::Issued(issued) => {
                 winners += 1;
-                issued.assert_present(CHECK, &store, t).await;
+                issued.assert_stored(CHECK, &store, t).await;
             }
             Polled::Refused(ErrorCode::InvalidGrant) => {
                 if let Some(lost) = mine {
-                    lost.assert_absent(CHECK, &store, t, "a losing swap stored its tokens")
+                    lost.assert_absent(CHECK, &store, t, "a losing swap stored its grant")
                         .await;
                 }
             }
@@ -513,7 +580,12 @@ pub async fn check_concurrent_polls_issue_once<S: Store + Clone>(store: S) {
         winners, 1,
         "[{CHECK}] {winners} of {RACERS} racing polls were issued tokens"
     );
-    let grant = read_grant(CHECK, &store, &flow.device(), t).await;
+    assert_eq!(
+        ok(CHECK, store.grants_of(&subject, t).await).len(),
+        1,
+        "[{CHECK}] racing polls left more than one grant"
+    );
+    let grant = read_device_grant(CHECK, &store, &flow.device(), t).await;
     assert_eq!(
         grant.version, 2,
         "[{CHECK}] approval and issuance must be exactly two swaps"
@@ -535,17 +607,24 @@ pub async fn check_slow_down<S: Store>(store: S) {
     insert(CHECK, &store, &flow, now).await;
     let device = flow.device();
     let client = flow.grant.client_id.clone();
-    let no_issue = |_: Subject, _: Scope| -> Issued { unreachable_issue(CHECK) };
 
     let expect = |polled: Polled, want: Polled, what: &str| {
         assert_eq!(polled, want, "[{CHECK}] {what}");
     };
     expect(
-        poll(CHECK, &store, &device, &client, later(now, 1), no_issue).await,
+        poll(
+            CHECK,
+            &store,
+            &device,
+            &client,
+            later(now, 1),
+            no_issue(CHECK),
+        )
+        .await,
         Polled::Pending,
         "first poll",
     );
-    let g = read_grant(CHECK, &store, &device, now).await;
+    let g = read_device_grant(CHECK, &store, &device, now).await;
     assert_eq!(
         g.record.last_poll,
         Some(later(now, 1)),
@@ -558,11 +637,19 @@ pub async fn check_slow_down<S: Store>(store: S) {
 
     // 2 s later, under the 5 s interval: slow_down, interval 10 s, stored.
     expect(
-        poll(CHECK, &store, &device, &client, later(now, 3), no_issue).await,
+        poll(
+            CHECK,
+            &store,
+            &device,
+            &client,
+            later(now, 3),
+            no_issue(CHECK),
+        )
+        .await,
         Polled::SlowDown,
         "poll after 2 s",
     );
-    let g = read_grant(CHECK, &store, &device, now).await;
+    let g = read_device_grant(CHECK, &store, &device, now).await;
     assert_eq!(
         g.record.interval, 10,
         "[{CHECK}] the grown interval was not stored"
@@ -575,12 +662,20 @@ pub async fn check_slow_down<S: Store>(store: S) {
 
     // 9 s later: fine under the old interval, too soon under the stored one.
     expect(
-        poll(CHECK, &store, &device, &client, later(now, 12), no_issue).await,
+        poll(
+            CHECK,
+            &store,
+            &device,
+            &client,
+            later(now, 12),
+            no_issue(CHECK),
+        )
+        .await,
         Polled::SlowDown,
         "poll after 9 s",
     );
     assert_eq!(
-        read_grant(CHECK, &store, &device, now)
+        read_device_grant(CHECK, &store, &device, now)
             .await
             .record
             .interval,
@@ -588,14 +683,22 @@ pub async fn check_slow_down<S: Store>(store: S) {
     );
     // 15 s later: on the interval, pending.
     expect(
-        poll(CHECK, &store, &device, &client, later(now, 27), no_issue).await,
+        poll(
+            CHECK,
+            &store,
+            &device,
+            &client,
+            later(now, 27),
+            no_issue(CHECK),
+        )
+        .await,
         Polled::Pending,
         "poll after 15 s",
     );
 
     // Two polls read the same version; the second loses the swap, reads again, and must then
     // see the first poll's time: slow_down.
-    let seen = read_grant(CHECK, &store, &device, now).await;
+    let seen = read_device_grant(CHECK, &store, &device, now).await;
     let t = later(now, 42);
     let PollOutcome::Pending { next: Some(next) } = seen.record.poll(&client, t) else {
         fail(CHECK, "a poll on the interval was not pending")
@@ -603,25 +706,25 @@ pub async fn check_slow_down<S: Store>(store: S) {
     assert!(ok(
         CHECK,
         store
-            .replace_grant(&device, seen.version, next.clone(), None, t)
+            .replace_device_grant(&device, seen.version, next.clone(), None, t)
             .await
     ));
     assert!(
         !ok(
             CHECK,
             store
-                .replace_grant(&device, seen.version, next, None, t)
+                .replace_device_grant(&device, seen.version, next, None, t)
                 .await
         ),
         "[{CHECK}] two polls swapped the same version"
     );
     expect(
-        poll(CHECK, &store, &device, &client, t, no_issue).await,
+        poll(CHECK, &store, &device, &client, t, no_issue(CHECK)).await,
         Polled::SlowDown,
         "the losing poll, retried",
     );
     assert_eq!(
-        read_grant(CHECK, &store, &device, now)
+        read_device_grant(CHECK, &store, &device, now)
             .await
             .record
             .interval,
@@ -639,13 +742,15 @@ pub async fn check_slow_down<S: Store>(store: S) {
             &free.device(),
             &client,
             later(now, 1),
-            no_issue,
+            no_issue(CHECK),
         )
         .await;
         expect(polled, Polled::Pending, "poll without interval");
     }
     assert_eq!(
-        read_grant(CHECK, &store, &free.device(), now).await.version,
+        read_device_grant(CHECK, &store, &free.device(), now)
+            .await
+            .version,
         0,
         "[{CHECK}] polls without an interval wrote the grant"
     );
@@ -668,7 +773,7 @@ pub async fn check_denied<S: Store>(store: S) {
             &flow.device(),
             &client,
             later(now, i * 10),
-            |_, _| unreachable_issue(CHECK),
+            no_issue(CHECK),
         )
         .await;
         assert_eq!(
@@ -681,7 +786,7 @@ pub async fn check_denied<S: Store>(store: S) {
         CHECK,
         &store,
         &flow.device(),
-        Decision::Approve(Subject::new("eve")),
+        Decision::Approve(random_subject()),
         now,
     )
     .await;
@@ -690,13 +795,14 @@ pub async fn check_denied<S: Store>(store: S) {
         Err(DecideError::AlreadyDecided),
         "[{CHECK}] a denied grant was approved"
     );
-    let stored = read_grant(CHECK, &store, &flow.device(), now).await;
+    let stored = read_device_grant(CHECK, &store, &flow.device(), now).await;
     assert_eq!(stored.version, 1, "[{CHECK}] refusals must not write");
     assert_eq!(stored.record.status, GrantStatus::Denied);
 }
 
-/// Expiry by `now`: an expired grant answers `expired_token` (approved or not), stays visible
-/// until [`DeviceGrant::retain_until`], then is gone from both lookups and frees its user code.
+/// Expiry by `now`: an expired device grant answers `expired_token` (approved or not), stays
+/// visible until [`DeviceGrant::retain_until`], then is gone from both lookups, cannot be
+/// swapped, and frees its user code.
 pub async fn check_expiry<S: Store>(store: S) {
     const CHECK: &str = "expiry";
     let now = base();
@@ -709,29 +815,28 @@ pub async fn check_expiry<S: Store>(store: S) {
         CHECK,
         &store,
         &approved.device(),
-        Decision::Approve(Subject::new("carol")),
+        Decision::Approve(random_subject()),
         now,
     )
     .await
     .unwrap_or_else(|e| fail(CHECK, &format!("approval refused: {e:?}")));
     let client = flow.grant.client_id.clone();
-    let no_issue = |_: Subject, _: Scope| -> Issued { unreachable_issue(CHECK) };
 
-    let last_moment = Timestamp::from_unix_millis(flow.grant.expires_at.as_unix_millis() - 1);
+    let last_moment = just_before(flow.grant.expires_at);
     let polled = poll(
         CHECK,
         &store,
         &flow.device(),
         &client,
         last_moment,
-        no_issue,
+        no_issue(CHECK),
     )
     .await;
     assert_eq!(polled, Polled::Pending, "[{CHECK}] a grant expired early");
 
     let expired = flow.grant.expires_at;
     for device in [flow.device(), approved.device()] {
-        let polled = poll(CHECK, &store, &device, &client, expired, no_issue).await;
+        let polled = poll(CHECK, &store, &device, &client, expired, no_issue(CHECK)).await;
         assert_eq!(
             polled,
             Polled::Refused(ErrorCode::ExpiredToken),
@@ -747,45 +852,61 @@ pub async fn check_expiry<S: Store>(store: S) {
     assert!(
         ok(
             CHECK,
-            store.grant_by_user_code(&flow.user.digest(), expired).await
+            store
+                .device_grant_by_user_code(&flow.user.digest(), expired)
+                .await
         )
         .is_some(),
         "[{CHECK}] an expired grant must stay visible until retain_until"
     );
 
     let gone = flow.grant.retain_until();
-    let just_before = Timestamp::from_unix_millis(gone.as_unix_millis() - 1);
+    let stored = ok(
+        CHECK,
+        store.device_grant(&flow.device(), just_before(gone)).await,
+    )
+    .unwrap_or_else(|| fail(CHECK, "a device grant was dropped before retain_until"));
     assert!(
-        ok(CHECK, store.grant(&flow.device(), just_before).await).is_some(),
-        "[{CHECK}] dropped early"
+        ok(CHECK, store.device_grant(&flow.device(), gone).await).is_none(),
+        "[{CHECK}] a device grant was returned after retain_until"
     );
-    assert!(
-        ok(CHECK, store.grant(&flow.device(), gone).await).is_none(),
-        "[{CHECK}] a grant was returned after retain_until"
-    );
-    assert!(
-        ok(
-            CHECK,
-            store.grant_by_user_code(&flow.user.digest(), gone).await
-        )
-        .is_none(),
-        "[{CHECK}] a grant was found by user code after retain_until"
-    );
-
-    // Once the old grant is gone, its user code is free again.
-    let reuse = Flow::with(flow.user.clone(), gone, EXPIRES_IN);
     assert!(
         ok(
             CHECK,
             store
-                .insert_grant(reuse.device(), reuse.grant.clone(), gone)
+                .device_grant_by_user_code(&flow.user.digest(), gone)
+                .await
+        )
+        .is_none(),
+        "[{CHECK}] a device grant was found by user code after retain_until"
+    );
+    assert!(
+        !ok(
+            CHECK,
+            store
+                .replace_device_grant(&flow.device(), stored.version, stored.record, None, gone)
+                .await
+        ) || ok(CHECK, store.device_grant(&flow.device(), gone).await).is_none(),
+        "[{CHECK}] a swap revived a device grant past retain_until"
+    );
+
+    // Once the old grant is gone, its user code is free again.
+    let reuse = Flow::with(flow.user.clone(), gone, EXPIRES_IN);
+    assert_eq!(
+        ok(
+            CHECK,
+            store
+                .insert_device_grant(reuse.device(), reuse.grant.clone(), gone)
                 .await
         ),
+        Insert::Inserted,
         "[{CHECK}] a user code stayed taken after its grant's retain_until"
     );
     let (device, found) = ok(
         CHECK,
-        store.grant_by_user_code(&flow.user.digest(), gone).await,
+        store
+            .device_grant_by_user_code(&flow.user.digest(), gone)
+            .await,
     )
     .unwrap_or_else(|| fail(CHECK, "the reused user code is not indexed"));
     assert_eq!(
@@ -796,230 +917,1152 @@ pub async fn check_expiry<S: Store>(store: S) {
     assert_eq!(found.record, reuse.grant);
 }
 
-/// Of [`RACERS`] concurrent rotations of one refresh token, exactly one succeeds: it removes
-/// the old refresh and access tokens and stores its own; the losers store nothing.
-pub async fn check_rotation_take_once_under_race<S: Store + Clone>(store: S) {
-    const CHECK: &str = "rotation_take_once_under_race";
+/// [`Store::pending_device_grants`], if the store answers it, counts inserted pending grants
+/// and stops counting them once decided. Compares counts before and after, so no other test
+/// may write to the store meanwhile.
+pub async fn check_pending_device_grants<S: Store>(store: S) {
+    const CHECK: &str = "pending_device_grants";
     let now = base();
-    let first = issue_via_flow(CHECK, &store, now).await;
-    let old = first.refresh_digest(CHECK);
+    let Some(before) = ok(CHECK, store.pending_device_grants(now).await) else {
+        // The store cannot tell cheaply; nothing it promises to check.
+        return;
+    };
+    let flows = [Flow::new(now), Flow::new(now), Flow::new(now)];
+    for flow in &flows {
+        insert(CHECK, &store, flow, now).await;
+    }
+    let count = |n: Option<u64>| n.unwrap_or_else(|| fail(CHECK, "the gauge stopped answering"));
+    assert_eq!(
+        count(ok(CHECK, store.pending_device_grants(now).await)),
+        before + 3,
+        "[{CHECK}] inserted pending grants are not counted"
+    );
+    // A refused insert counts nothing.
+    let taken = Flow::with_user_code(flows[0].user.clone(), now);
+    assert_eq!(
+        ok(
+            CHECK,
+            store
+                .insert_device_grant(taken.device(), taken.grant, now)
+                .await
+        ),
+        Insert::Taken
+    );
+    // A poll keeps a grant pending.
+    let client = ClientId::new(KIT_CLIENT);
+    poll(
+        CHECK,
+        &store,
+        &flows[2].device(),
+        &client,
+        later(now, 1),
+        no_issue(CHECK),
+    )
+    .await;
+    assert_eq!(
+        count(ok(CHECK, store.pending_device_grants(now).await)),
+        before + 3,
+        "[{CHECK}] a refused insert or a poll changed the count"
+    );
+    decide(CHECK, &store, &flows[0].device(), Decision::Deny, now)
+        .await
+        .unwrap_or_else(|e| fail(CHECK, &format!("denial refused: {e:?}")));
+    decide(
+        CHECK,
+        &store,
+        &flows[1].device(),
+        Decision::Approve(random_subject()),
+        now,
+    )
+    .await
+    .unwrap_or_else(|e| fail(CHECK, &format!("approval refused: {e:?}")));
+    assert_eq!(
+        count(ok(CHECK, store.pending_device_grants(now).await)),
+        before + 1,
+        "[{CHECK}] decided grants are still counted as pending"
+    );
+}
 
-    let t = later(now, 60);
-    let barrier = std::sync::Arc::new(Barrier::new(RACERS));
+// ---------------------------------------------------------------------------------------------
+// Redemption and grants.
+
+/// A redemption stores, with the swap that marks the device grant redeemed, the new grant at
+/// version 0 exactly as issued (every field, an audience and DPoP key included), its access
+/// token under `issue.grant.access_token`, and its subject index entry.
+pub async fn check_redemption_stores_grant<S: Store>(store: S) {
+    const CHECK: &str = "redemption_stores_grant";
+    let now = base();
+    let subject = random_subject();
+    let mut flow = Flow::new(now);
+    flow.grant = flow.grant.with_audience(Some(audience()));
+    insert(CHECK, &store, &flow, now).await;
+    decide(
+        CHECK,
+        &store,
+        &flow.device(),
+        Decision::Approve(subject.clone()),
+        now,
+    )
+    .await
+    .unwrap_or_else(|e| fail(CHECK, &format!("approval refused: {e:?}")));
+    let t = later(now, 3);
+    let client = ClientId::new(KIT_CLIENT);
+    let polled = poll(
+        CHECK,
+        &store,
+        &flow.device(),
+        &client,
+        t,
+        |grant, subject, at| {
+            let mut issued = Issued::new(grant, &subject, at, t);
+            // A bound grant and token: the key must be kept too.
+            let cnf = Some(Thumbprint::from_bytes(*Digest::of(b"kit key").as_bytes()));
+            issued.issue.grant.cnf = cnf;
+            issued.issue.access = issued.issue.access.clone().with_cnf(cnf);
+            issued
+        },
+    )
+    .await;
+    let Polled::Issued(issued) = polled else {
+        fail(CHECK, &format!("polling an approved grant gave {polled:?}"))
+    };
+    assert_eq!(
+        issued.issue.grant.audience,
+        Some(audience()),
+        "[{CHECK}] the kit lost the audience"
+    );
+    issued.assert_stored(CHECK, &store, t).await;
+    let listed = ok(CHECK, store.grants_of(&subject, t).await);
+    assert_eq!(
+        listed,
+        vec![issued.issue.grant.clone()],
+        "[{CHECK}] grants_of must list the redeemed grant as issued"
+    );
+    // The grant id is what the token names.
+    let info = ok(CHECK, store.access_token(&issued.access.digest(), t).await)
+        .unwrap_or_else(|| fail(CHECK, "the access token is missing"));
+    assert_eq!(info.grant_id, Some(issued.id()), "[{CHECK}] wrong grant id");
+}
+
+/// The redemption swap is atomic: while [`RACERS`] polls race to redeem, an observer that sees
+/// the device grant redeemed always finds the grant (by subject) and its access token already
+/// stored.
+pub async fn check_redemption_is_atomic<S: Store + Clone>(store: S) {
+    const CHECK: &str = "redemption_is_atomic";
+    let now = base();
+    let subject = random_subject();
+    let flow = approved_flow(CHECK, &store, &subject, now).await;
+    let t = later(now, 1);
+    let done = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(RACERS + 1));
+
+    let observer = {
+        let (store, done, barrier, device, subject) = (
+            store.clone(),
+            done.clone(),
+            barrier.clone(),
+            flow.device(),
+            subject.clone(),
+        );
+        tokio::spawn(async move {
+            barrier.wait().await;
+            // Bounded: the pollers are, and `done` is set once they are through.
+            let mut observed = false;
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let seen = read_device_grant(CHECK, &store, &device, t).await;
+                if seen.record.status == GrantStatus::Redeemed {
+                    let grants = ok(CHECK, store.grants_of(&subject, t).await);
+                    let [grant] = &grants[..] else {
+                        fail(
+                            CHECK,
+                            &format!(
+                                "the device grant reads redeemed, but its subject has {} grants",
+                                grants.len()
+                            ),
+                        )
+                    };
+                    assert!(
+                        ok(CHECK, store.access_token(&grant.access_token, t).await).is_some(),
+                        "[{CHECK}] the device grant reads redeemed before its access token is stored"
+                    );
+                    observed = true;
+                    break;
+                }
+                if finished {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            observed
+        })
+    };
     let mut racers = JoinSet::new();
     for _ in 0..RACERS {
-        let (store, barrier) = (store.clone(), barrier.clone());
-        let client = first.client.clone();
+        let (store, barrier, device) = (store.clone(), barrier.clone(), flow.device());
         racers.spawn(async move {
             barrier.wait().await;
-            // As the token endpoint does: read and check the record, then take it.
-            let record = ok(CHECK, store.refresh_token(&old, t).await);
-            let issued = Issued::new(&client, "dave", &Scope::empty(), t);
-            let rotated = match record {
-                Some(_) => ok(
-                    CHECK,
-                    store
-                        .rotate_refresh_token(&old, issued.tokens.clone(), t)
-                        .await,
-                ),
-                None => false,
-            };
-            (rotated, issued)
+            let client = ClientId::new(KIT_CLIENT);
+            poll(CHECK, &store, &device, &client, t, |grant, subject, at| {
+                Issued::new(grant, &subject, at, t)
+            })
+            .await
         });
     }
     let results = join_all(CHECK, racers).await;
-    let winners = results.iter().filter(|(rotated, _)| *rotated).count();
-    assert_eq!(
-        winners, 1,
-        "[{CHECK}] {winners} of {RACERS} racing rotations succeeded"
-    );
-    for (rotated, issued) in &results {
-        if *rotated {
-            issued.assert_present(CHECK, &store, t).await;
-        } else {
-            issued
-                .assert_absent(CHECK, &store, t, "a losing rotation stored its tokens")
-                .await;
-        }
-    }
-    first
-        .assert_absent(CHECK, &store, t, "rotation left the old tokens")
-        .await;
+    done.store(true, Ordering::SeqCst);
+    let observed = match observer.await {
+        Ok(observed) => observed,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => fail(CHECK, &format!("the observer failed: {e}")),
+    };
+    assert!(observed, "[{CHECK}] the redemption was never observed");
+    let winners = results
+        .iter()
+        .filter(|p| matches!(p, Polled::Issued(_)))
+        .count();
+    assert_eq!(winners, 1, "[{CHECK}] {winners} polls were issued tokens");
 }
 
-/// A rotation deletes the old refresh token and the access token issued with it; rotating the
-/// old token again fails and stores nothing.
-pub async fn check_rotation_deletes_old_access_token<S: Store>(store: S) {
-    const CHECK: &str = "rotation_deletes_old_access_token";
+/// `replace_grant` swaps only on the current version and bumps it by one. A winning swap
+/// stores `rotation.next`, the new access token under `rotation.next.access_token`, and
+/// deletes `rotation.revoke`; a losing one (stale version, or the grant gone) writes nothing:
+/// its access token is not stored and the token it would revoke lives on.
+pub async fn check_grant_compare_and_swap<S: Store>(store: S) {
+    const CHECK: &str = "grant_compare_and_swap";
     let now = base();
-    let first = issue_via_flow(CHECK, &store, now).await;
-    let old = first.refresh_digest(CHECK);
-
+    let first = issue_grant(CHECK, &store, &random_subject(), now).await;
+    let id = first.id();
     let t = later(now, 60);
-    let second = Issued::new(&first.client, "erin", &Scope::empty(), t);
+
+    let current = read_grant(CHECK, &store, &id, t).await;
+    assert_eq!(
+        current.version, 0,
+        "[{CHECK}] a new grant must be version 0"
+    );
+    let second = Pair::mint(&first.family, &current.record, t);
+    let rotation = rotate(CHECK, &current.record, &first.refresh, &second, t);
     assert!(
         ok(
             CHECK,
             store
-                .rotate_refresh_token(&old, second.tokens.clone(), t)
+                .replace_grant(&id, 0, rotation.clone(), second.info.clone(), t)
                 .await
         ),
-        "[{CHECK}] rotating a live refresh token failed"
+        "[{CHECK}] a rotation on the current version failed"
     );
-    first
-        .assert_absent(CHECK, &store, t, "rotation left the old tokens")
-        .await;
-    second.assert_present(CHECK, &store, t).await;
+    let stored = read_grant(CHECK, &store, &id, t).await;
+    assert_eq!(
+        stored,
+        Versioned {
+            version: 1,
+            record: rotation.next.clone()
+        },
+        "[{CHECK}] the rotation did not store the successor at version + 1"
+    );
+    second.assert_live(CHECK, &store, t).await;
+    assert!(
+        ok(CHECK, store.access_token(&first.access.digest(), t).await).is_none(),
+        "[{CHECK}] the rotation left the replaced access token"
+    );
 
-    let third = Issued::new(&first.client, "erin", &Scope::empty(), t);
+    // The same rotation again (a retry after a lost reply, or a racer): refused, nothing written.
+    let third = Pair::mint(&first.family, &current.record, t);
+    let stale = rotate(CHECK, &current.record, &first.refresh, &third, t);
     assert!(
         !ok(
             CHECK,
             store
-                .rotate_refresh_token(&old, third.tokens.clone(), t)
+                .replace_grant(&id, 0, stale, third.info.clone(), t)
                 .await
         ),
-        "[{CHECK}] a rotated refresh token was rotated again"
+        "[{CHECK}] a rotation on a stale version succeeded"
+    );
+    assert_eq!(
+        read_grant(CHECK, &store, &id, t).await,
+        stored,
+        "[{CHECK}] a failed rotation changed the grant"
     );
     third
-        .assert_absent(CHECK, &store, t, "a failed rotation stored its tokens")
-        .await;
-    second.assert_present(CHECK, &store, t).await;
-
-    // A rotation may issue an access token alone; the old pair still goes.
-    let access_only = Issued::access_only(&first.client, "erin", t);
-    assert!(ok(
-        CHECK,
-        store
-            .rotate_refresh_token(&second.refresh_digest(CHECK), access_only.tokens.clone(), t)
-            .await
-    ));
-    second
-        .assert_absent(CHECK, &store, t, "rotation left the old tokens")
-        .await;
-    access_only.assert_present(CHECK, &store, t).await;
-}
-
-/// Revoking an access token deletes it; revoking a refresh token deletes it and its access
-/// token. Both report whether the token existed.
-pub async fn check_revocation<S: Store>(store: S) {
-    const CHECK: &str = "revocation";
-    let now = base();
-
-    let first = issue_via_flow(CHECK, &store, now).await;
-    let access = first.tokens.access.0;
-    assert!(
-        ok(CHECK, store.revoke_access_token(&access).await),
-        "[{CHECK}] revoking a live access token"
-    );
-    assert!(
-        ok(CHECK, store.access_token(&access, now).await).is_none(),
-        "[{CHECK}] access token survived"
-    );
-    assert!(
-        !ok(CHECK, store.revoke_access_token(&access).await),
-        "[{CHECK}] revoking a revoked access token reported it existed"
-    );
-    // Its refresh token can still be revoked, although its access token is already gone.
-    let refresh = first.refresh_digest(CHECK);
-    assert!(
-        ok(CHECK, store.revoke_refresh_token(&refresh).await),
-        "[{CHECK}] revoking a live refresh token"
-    );
-    assert!(
-        ok(CHECK, store.refresh_token(&refresh, now).await).is_none(),
-        "[{CHECK}] refresh token survived"
-    );
-
-    let second = issue_via_flow(CHECK, &store, now).await;
-    let refresh = second.refresh_digest(CHECK);
-    assert!(
-        ok(CHECK, store.revoke_refresh_token(&refresh).await),
-        "[{CHECK}] revoking a live refresh token"
-    );
-    second
         .assert_absent(
             CHECK,
             &store,
-            now,
-            "refresh revocation must take its access token along",
+            t,
+            "a failed rotation stored its access token",
         )
         .await;
+    second.assert_live(CHECK, &store, t).await;
+
+    // A stale rotation naming the live access token as the one to revoke must not delete it.
+    let fourth = Pair::mint(&first.family, &stored.record, t);
+    let mut sneaky = rotate(CHECK, &stored.record, &second.refresh, &fourth, t);
+    sneaky.revoke = second.access.digest();
     assert!(
-        !ok(CHECK, store.revoke_refresh_token(&refresh).await),
-        "[{CHECK}] revoking a revoked refresh token reported it existed"
+        !ok(
+            CHECK,
+            store
+                .replace_grant(&id, 0, sneaky, fourth.info.clone(), t)
+                .await
+        ),
+        "[{CHECK}] a rotation on a stale version succeeded"
+    );
+    second.assert_live(CHECK, &store, t).await;
+    fourth
+        .assert_absent(
+            CHECK,
+            &store,
+            t,
+            "a failed rotation stored its access token",
+        )
+        .await;
+
+    // An unknown grant: refused, nothing created.
+    let stranger = FamilyKey::generate();
+    let mut ghost = stored.record.clone();
+    ghost.id = stranger.grant_id();
+    let fifth = Pair::mint(&stranger, &ghost, t);
+    let rotation = rotate(CHECK, &ghost, &second.refresh, &fifth, t);
+    assert!(
+        !ok(
+            CHECK,
+            store
+                .replace_grant(&ghost.id, 1, rotation, fifth.info.clone(), t)
+                .await
+        ),
+        "[{CHECK}] a rotation of an unknown grant succeeded"
+    );
+    assert!(
+        ok(CHECK, store.grant(&ghost.id, t).await).is_none(),
+        "[{CHECK}] a rotation of an unknown grant created it"
+    );
+    fifth
+        .assert_absent(
+            CHECK,
+            &store,
+            t,
+            "a failed rotation stored its access token",
+        )
+        .await;
+}
+
+/// Of [`RACERS`] rotations racing on one grant version (as racing refreshes that all read the
+/// grant before any wrote), exactly one wins; no loser's access token is stored, and the
+/// grant is the winner's.
+pub async fn check_concurrent_rotations_rotate_once<S: Store + Clone>(store: S) {
+    const CHECK: &str = "concurrent_rotations_rotate_once";
+    let now = base();
+    let first = issue_grant(CHECK, &store, &random_subject(), now).await;
+    let id = first.id();
+    let t = later(now, 60);
+    let current = read_grant(CHECK, &store, &id, t).await;
+
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for _ in 0..RACERS {
+        let (store, barrier, current) = (store.clone(), barrier.clone(), current.clone());
+        let (family, refresh) = (first.family, first.refresh.clone());
+        racers.spawn(async move {
+            let pair = Pair::mint(&family, &current.record, t);
+            let rotation = rotate(CHECK, &current.record, &refresh, &pair, t);
+            barrier.wait().await;
+            let won = ok(
+                CHECK,
+                store
+                    .replace_grant(&id, current.version, rotation, pair.info.clone(), t)
+                    .await,
+            );
+            (won, pair)
+        });
+    }
+    let results = join_all(CHECK, racers).await;
+    let winners: Vec<&Pair> = results
+        .iter()
+        .filter(|(won, _)| *won)
+        .map(|(_, p)| p)
+        .collect();
+    let [winner] = winners[..] else {
+        fail(
+            CHECK,
+            &format!(
+                "{} of {RACERS} racing rotations of one version won",
+                winners.len()
+            ),
+        )
+    };
+    for (won, pair) in &results {
+        if !*won {
+            pair.assert_absent(
+                CHECK,
+                &store,
+                t,
+                "a losing rotation stored its access token",
+            )
+            .await;
+        }
+    }
+    winner.assert_live(CHECK, &store, t).await;
+    let stored = read_grant(CHECK, &store, &id, t).await;
+    assert_eq!(
+        stored.version, 1,
+        "[{CHECK}] more than one rotation applied"
+    );
+    assert_eq!(
+        stored.record.access_token,
+        winner.access.digest(),
+        "[{CHECK}] the grant does not name the winner's access token"
+    );
+    assert_eq!(
+        stored.record.refresh_token,
+        Some(winner.refresh.digest()),
+        "[{CHECK}] the grant does not name the winner's refresh token"
+    );
+    assert!(
+        ok(CHECK, store.access_token(&first.access.digest(), t).await).is_none(),
+        "[{CHECK}] the replaced access token survived"
+    );
+}
+
+/// Rotations chain: each deletes the access token it replaces (`rotation.revoke`) and stores
+/// the new one, a retry (the superseded refresh token within the grace period) replaces the
+/// pair the rotation issued, and a rotation may issue an access token without a refresh token.
+pub async fn check_rotation_replaces_access_token<S: Store>(store: S) {
+    const CHECK: &str = "rotation_replaces_access_token";
+    let now = base();
+    let first = issue_grant(CHECK, &store, &random_subject(), now).await;
+    let t = later(now, 60);
+
+    let Refreshed::Rotated(second, how) = refresh(CHECK, &store, &first.refresh, t).await else {
+        fail(CHECK, "refreshing with the live refresh token failed")
+    };
+    assert_eq!(how, Presented::Current, "[{CHECK}] the live token");
+    second.assert_live(CHECK, &store, t).await;
+    assert!(
+        ok(CHECK, store.access_token(&first.access.digest(), t).await).is_none(),
+        "[{CHECK}] the rotation left the replaced access token"
     );
 
-    let unknown = AccessToken::generate().digest();
+    // The first refresh token again, within the grace period: a retry, whose new pair
+    // replaces the second one.
+    let t2 = later(t, 5);
+    let Refreshed::Rotated(third, how) = refresh(CHECK, &store, &first.refresh, t2).await else {
+        fail(CHECK, "a retry within the grace period failed")
+    };
+    assert_eq!(how, Presented::Retry, "[{CHECK}] a retry within grace");
+    third.assert_live(CHECK, &store, t2).await;
     assert!(
-        !ok(CHECK, store.revoke_access_token(&unknown).await),
-        "[{CHECK}] revoked an unknown token"
+        ok(CHECK, store.access_token(&second.access.digest(), t2).await).is_none(),
+        "[{CHECK}] a retry left the access token of the pair it replaced"
+    );
+    let grant = read_grant(CHECK, &store, &first.id(), t2).await;
+    assert_eq!(grant.version, 2, "[{CHECK}] two rotations, two swaps");
+    assert_eq!(grant.record.refresh_token, Some(third.refresh.digest()));
+
+    // An access token alone (no refresh token issued): the old pair still goes.
+    let t3 = later(t2, 5);
+    let mut alone = Pair::mint(&first.family, &grant.record, t3);
+    alone.tokens.refresh_token = None;
+    alone.tokens.expires_at = alone.info.expires_at;
+    let rotation = rotate(CHECK, &grant.record, &third.refresh, &alone, t3);
+    assert!(
+        ok(
+            CHECK,
+            store
+                .replace_grant(&first.id(), 2, rotation, alone.info.clone(), t3)
+                .await
+        ),
+        "[{CHECK}] a rotation issuing only an access token failed"
+    );
+    alone.assert_live(CHECK, &store, t3).await;
+    assert!(
+        ok(CHECK, store.access_token(&third.access.digest(), t3).await).is_none(),
+        "[{CHECK}] the rotation left the replaced access token"
+    );
+    assert_eq!(
+        read_grant(CHECK, &store, &first.id(), t3)
+            .await
+            .record
+            .refresh_token,
+        None,
+        "[{CHECK}] the grant kept a refresh token it no longer has"
+    );
+}
+
+/// [`RACERS`] refreshes of one refresh token race as the token endpoint runs them (read,
+/// rotate, on a lost swap read again): one rotates, the others find the token superseded
+/// within the grace period and are answered with fresh pairs, each replacing the pair before.
+/// At the end exactly one access token is live, and it and the live refresh token are one
+/// racer's pair.
+pub async fn check_racing_refreshes_leave_one_pair<S: Store + Clone>(store: S) {
+    const CHECK: &str = "racing_refreshes_leave_one_pair";
+    let now = base();
+    let first = issue_grant(CHECK, &store, &random_subject(), now).await;
+    let t = later(now, 60);
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for _ in 0..RACERS {
+        let (store, barrier, refresh_token) =
+            (store.clone(), barrier.clone(), first.refresh.clone());
+        racers.spawn(async move {
+            barrier.wait().await;
+            refresh(CHECK, &store, &refresh_token, t).await
+        });
+    }
+    let results = join_all(CHECK, racers).await;
+    let mut pairs = Vec::new();
+    let mut current = 0;
+    for r in results {
+        match r {
+            Refreshed::Rotated(pair, how) => {
+                if how == Presented::Current {
+                    current += 1;
+                }
+                pairs.push(pair);
+            }
+            other => fail(CHECK, &format!("a racing refresh gave {other:?}")),
+        }
+    }
+    assert_eq!(
+        current, 1,
+        "[{CHECK}] {current} racing refreshes rotated the live token (the rest must be retries)"
+    );
+    let mut live = Vec::new();
+    for pair in &pairs {
+        if ok(CHECK, store.access_token(&pair.access.digest(), t).await).is_some() {
+            live.push(pair);
+        }
+    }
+    let [survivor] = live[..] else {
+        fail(
+            CHECK,
+            &format!(
+                "{} access tokens are live after {RACERS} racing refreshes",
+                live.len()
+            ),
+        )
+    };
+    let grant = read_grant(CHECK, &store, &first.id(), t).await;
+    assert_eq!(
+        grant.version, RACERS as u64,
+        "[{CHECK}] every refresh must be one swap"
+    );
+    assert_eq!(grant.record.access_token, survivor.access.digest());
+    assert_eq!(
+        grant.record.refresh_token,
+        Some(survivor.refresh.digest()),
+        "[{CHECK}] the live refresh token is not the live access token's pair"
     );
     assert!(
-        !ok(CHECK, store.revoke_refresh_token(&unknown).await),
+        ok(CHECK, store.access_token(&first.access.digest(), t).await).is_none(),
+        "[{CHECK}] the first access token survived"
+    );
+}
+
+/// `revoke_grant` deletes the grant, the access token it names and its subject index entry,
+/// returns the grant as it was, and answers `None` the second time. Other grants of the same
+/// subject are untouched, and a rotation of the revoked grant fails and stores nothing.
+pub async fn check_revoke_grant<S: Store>(store: S) {
+    const CHECK: &str = "revoke_grant";
+    let now = base();
+    let subject = random_subject();
+    let doomed = issue_grant(CHECK, &store, &subject, now).await;
+    let kept = issue_grant(CHECK, &store, &subject, now).await;
+    let t = later(now, 10);
+    let before = read_grant(CHECK, &store, &doomed.id(), t).await;
+
+    let revoked = ok(CHECK, store.revoke_grant(&doomed.id(), t).await)
+        .unwrap_or_else(|| fail(CHECK, "revoking a live grant found nothing"));
+    assert_eq!(
+        revoked, before.record,
+        "[{CHECK}] revoke_grant must return the grant as it was"
+    );
+    doomed
+        .assert_absent(CHECK, &store, t, "a revoked grant lives on")
+        .await;
+    assert!(
+        ok(CHECK, store.revoke_grant(&doomed.id(), t).await).is_none(),
+        "[{CHECK}] a revoked grant was revoked again"
+    );
+    kept.assert_stored(CHECK, &store, t).await;
+    let ids = ids_of(&ok(CHECK, store.grants_of(&subject, t).await));
+    assert_eq!(
+        ids,
+        HashSet::from([kept.id()]),
+        "[{CHECK}] the subject index still lists the revoked grant"
+    );
+
+    // A rotation that read the grant before the revocation finds it gone.
+    let late = Pair::mint(&doomed.family, &before.record, t);
+    let rotation = rotate(CHECK, &before.record, &doomed.refresh, &late, t);
+    assert!(
+        !ok(
+            CHECK,
+            store
+                .replace_grant(&doomed.id(), before.version, rotation, late.info.clone(), t)
+                .await
+        ),
+        "[{CHECK}] a revoked grant was rotated"
+    );
+    late.assert_absent(
+        CHECK,
+        &store,
+        t,
+        "a rotation of a revoked grant stored its access token",
+    )
+    .await;
+    assert!(
+        ok(CHECK, store.grant(&doomed.id(), t).await).is_none(),
+        "[{CHECK}] a rotation revived a revoked grant"
+    );
+    assert!(
+        ok(CHECK, store.revoke_grant(&kept.id(), t).await).is_some(),
+        "[{CHECK}] revoking the other grant"
+    );
+    assert!(
+        ok(CHECK, store.grants_of(&subject, t).await).is_empty(),
+        "[{CHECK}] the subject still has grants"
+    );
+}
+
+/// A revocation racing a rotation of the same grant never leaves a live access token behind
+/// the revoked grant, whichever comes first; run [`REVOKE_ROUNDS`] times.
+pub async fn check_revoke_racing_rotation<S: Store + Clone>(store: S) {
+    const CHECK: &str = "revoke_racing_rotation";
+    let now = base();
+    let subject = random_subject();
+    let t = later(now, 30);
+    let mut rotated_first = 0;
+    for _ in 0..REVOKE_ROUNDS {
+        let issued = issue_grant(CHECK, &store, &subject, now).await;
+        let id = issued.id();
+        let current = read_grant(CHECK, &store, &id, t).await;
+        let pair = Pair::mint(&issued.family, &current.record, t);
+        let rotation = rotate(CHECK, &current.record, &issued.refresh, &pair, t);
+        let barrier = Arc::new(Barrier::new(2));
+        let rotator = {
+            let (store, barrier, info) = (store.clone(), barrier.clone(), pair.info.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                ok(
+                    CHECK,
+                    store
+                        .replace_grant(&id, current.version, rotation, info, t)
+                        .await,
+                )
+            })
+        };
+        let revoker = {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                ok(CHECK, store.revoke_grant(&id, t).await)
+            })
+        };
+        let (rotated, revoked) = match (rotator.await, revoker.await) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            _ => fail(CHECK, "a racing task failed"),
+        };
+        let revoked = revoked.unwrap_or_else(|| fail(CHECK, "the revocation found no grant"));
+        if rotated {
+            rotated_first += 1;
+            assert_eq!(
+                revoked.access_token,
+                pair.access.digest(),
+                "[{CHECK}] a rotation won before the revocation, which returned the old grant"
+            );
+        }
+        assert!(
+            ok(CHECK, store.grant(&id, t).await).is_none(),
+            "[{CHECK}] the grant survived its revocation"
+        );
+        for (token, what) in [(&issued.access, "old"), (&pair.access, "new")] {
+            assert!(
+                ok(CHECK, store.access_token(&token.digest(), t).await).is_none(),
+                "[{CHECK}] the {what} access token is live behind a revoked grant (rotation {})",
+                if rotated { "won" } else { "lost" }
+            );
+        }
+    }
+    // Not asserted: which side wins is the scheduler's business.
+    let _ = rotated_first;
+    assert!(
+        ok(CHECK, store.grants_of(&subject, t).await).is_empty(),
+        "[{CHECK}] revoked grants are still listed"
+    );
+}
+
+/// `grants_of` lists exactly the live grants of a subject; `revoke_grants_of` revokes all of
+/// them (grants, access tokens, index) and returns them, and nobody else's.
+pub async fn check_grants_of<S: Store>(store: S) {
+    const CHECK: &str = "grants_of";
+    let now = base();
+    let (alice, bob) = (random_subject(), random_subject());
+    assert!(
+        ok(CHECK, store.grants_of(&alice, now).await).is_empty(),
+        "[{CHECK}] a new subject has grants"
+    );
+    let mut hers = Vec::new();
+    for _ in 0..3 {
+        hers.push(issue_grant(CHECK, &store, &alice, now).await);
+    }
+    let his = issue_grant(CHECK, &store, &bob, now).await;
+    let t = later(now, 10);
+
+    let listed = ok(CHECK, store.grants_of(&alice, t).await);
+    assert_eq!(
+        ids_of(&listed),
+        hers.iter().map(Issued::id).collect::<HashSet<_>>(),
+        "[{CHECK}] grants_of lists the wrong grants"
+    );
+    assert_eq!(listed.len(), 3, "[{CHECK}] grants_of lists a grant twice");
+    for g in &listed {
+        assert_eq!(g.subject, alice, "[{CHECK}] another subject's grant listed");
+    }
+    // A rotation shows in the listing (the grant as it is now).
+    let Refreshed::Rotated(pair, _) = refresh(CHECK, &store, &hers[0].refresh, t).await else {
+        fail(CHECK, "refresh failed")
+    };
+    let listed = ok(CHECK, store.grants_of(&alice, t).await);
+    let rotated = listed
+        .iter()
+        .find(|g| g.id == hers[0].id())
+        .unwrap_or_else(|| fail(CHECK, "a rotated grant is no longer listed"));
+    assert_eq!(
+        rotated.access_token,
+        pair.access.digest(),
+        "[{CHECK}] grants_of returned a stale grant"
+    );
+
+    let revoked = ok(CHECK, store.revoke_grants_of(&alice, t).await);
+    assert_eq!(
+        ids_of(&revoked),
+        hers.iter().map(Issued::id).collect::<HashSet<_>>(),
+        "[{CHECK}] revoke_grants_of returned the wrong grants"
+    );
+    assert_eq!(revoked.len(), 3, "[{CHECK}] a grant was revoked twice");
+    for issued in &hers {
+        issued
+            .assert_absent(CHECK, &store, t, "revoke_grants_of left a grant")
+            .await;
+    }
+    pair.assert_absent(CHECK, &store, t, "revoke_grants_of left an access token")
+        .await;
+    assert!(
+        ok(CHECK, store.grants_of(&alice, t).await).is_empty(),
+        "[{CHECK}] grants are listed after revoke_grants_of"
+    );
+    his.assert_stored(CHECK, &store, t).await;
+    assert!(
+        ok(CHECK, store.revoke_grants_of(&alice, t).await).is_empty(),
+        "[{CHECK}] a second revoke_grants_of found grants"
+    );
+}
+
+/// A grant past its `expires_at` is not returned by `grant` or `grants_of`; until then it is.
+/// Its access token lives until its own `expires_at`, which may be later.
+pub async fn check_grant_expiry<S: Store>(store: S) {
+    const CHECK: &str = "grant_expiry";
+    let now = base();
+    let subject = random_subject();
+    let short = issue_grant(CHECK, &store, &subject, now).await;
+    let long = {
+        // A second grant refreshed later, so it ends later.
+        let issued = issue_grant(CHECK, &store, &subject, now).await;
+        let Refreshed::Rotated(_, _) =
+            refresh(CHECK, &store, &issued.refresh, later(now, 300)).await
+        else {
+            fail(CHECK, "refresh failed")
+        };
+        issued
+    };
+    let end = short.issue.grant.expires_at;
+    let before = just_before(end);
+    assert!(
+        ok(CHECK, store.grant(&short.id(), before).await).is_some(),
+        "[{CHECK}] a grant ended early"
+    );
+    assert_eq!(
+        ok(CHECK, store.grants_of(&subject, before).await).len(),
+        2,
+        "[{CHECK}] a live grant is not listed"
+    );
+    assert!(
+        ok(CHECK, store.grant(&short.id(), end).await).is_none(),
+        "[{CHECK}] a grant was returned past its expires_at"
+    );
+    assert_eq!(
+        ids_of(&ok(CHECK, store.grants_of(&subject, end).await)),
+        HashSet::from([long.id()]),
+        "[{CHECK}] grants_of listed an expired grant"
+    );
+    // Its access token has ended long before (its own lifetime is shorter than the grant's);
+    // if the store still returns it, it must say so.
+    if let Some(info) = ok(CHECK, store.access_token(&short.access.digest(), end).await) {
+        assert!(
+            info.is_expired(end),
+            "[{CHECK}] an access token outlived its grant"
+        );
+    }
+
+    // A grant's end is not a revocation: an access token that outlives its grant (a refresh
+    // token shorter-lived than the access token) stays valid until its own expiry.
+    let client = ClientId::new(KIT_CLIENT);
+    let flow = approved_flow(CHECK, &store, &subject, now).await;
+    let polled = poll(
+        CHECK,
+        &store,
+        &flow.device(),
+        &client,
+        now,
+        |grant, subject, at| {
+            let mut issued = Issued::new(grant, &subject, at, now);
+            issued.issue.grant.expires_at = later(now, 60);
+            issued
+        },
+    )
+    .await;
+    let Polled::Issued(brief) = polled else {
+        fail(CHECK, &format!("polling an approved grant gave {polled:?}"))
+    };
+    let after = later(now, 120);
+    assert!(
+        ok(CHECK, store.grant(&brief.id(), after).await).is_none(),
+        "[{CHECK}] a grant was returned past its expires_at"
+    );
+    assert_eq!(
+        ok(
+            CHECK,
+            store.access_token(&brief.access.digest(), after).await
+        ),
+        Some(brief.issue.access.clone()),
+        "[{CHECK}] an access token ended with its grant, before its own expiry"
+    );
+}
+
+/// `revoke_access_token` deletes one access token and reports whether it existed; the grant
+/// and its refresh token live on.
+pub async fn check_revoke_access_token<S: Store>(store: S) {
+    const CHECK: &str = "revoke_access_token";
+    let now = base();
+    let issued = issue_grant(CHECK, &store, &random_subject(), now).await;
+    let access = issued.access.digest();
+    assert!(
+        ok(CHECK, store.revoke_access_token(&access, now).await),
+        "[{CHECK}] revoking a live access token reported it missing"
+    );
+    assert!(
+        ok(CHECK, store.access_token(&access, now).await).is_none(),
+        "[{CHECK}] a revoked access token survived"
+    );
+    assert!(
+        !ok(CHECK, store.revoke_access_token(&access, now).await),
+        "[{CHECK}] revoking a revoked access token reported it existed"
+    );
+    assert_eq!(
+        read_grant(CHECK, &store, &issued.id(), now).await,
+        Versioned {
+            version: 0,
+            record: issued.issue.grant.clone()
+        },
+        "[{CHECK}] revoking an access token changed its grant"
+    );
+    // The grant still refreshes, and revoking the grant afterwards copes with the token gone.
+    let t = later(now, 1);
+    let Refreshed::Rotated(pair, _) = refresh(CHECK, &store, &issued.refresh, t).await else {
+        fail(
+            CHECK,
+            "a grant whose access token was revoked no longer refreshes",
+        )
+    };
+    pair.assert_live(CHECK, &store, t).await;
+    assert!(ok(CHECK, store.revoke_grant(&issued.id(), t).await).is_some());
+    pair.assert_absent(CHECK, &store, t, "revoking the grant left its access token")
+        .await;
+    let unknown = AccessToken::generate().digest();
+    assert!(
+        !ok(CHECK, store.revoke_access_token(&unknown, now).await),
         "[{CHECK}] revoked an unknown token"
     );
 }
 
-/// Counters count up within their window, are independent, read 0 once the window (measured
-/// from the first increment, by `now`) has passed, and then start again at 1.
-pub async fn check_counters<S: Store>(store: S) {
-    const CHECK: &str = "counters";
+// ---------------------------------------------------------------------------------------------
+// Limits and one-time values.
+
+/// `try_increment` counts up to `max` and no further, reports its value and when its window
+/// (from the first count, by `now`) ends; counters are independent; once the window has ended
+/// the counter starts again at 1 with a new window.
+pub async fn check_try_increment<S: Store>(store: S) {
+    const CHECK: &str = "try_increment";
     let now = base();
     let window = Duration::from_secs(60);
     let key = format!("kit:{}", random_hex());
     let other = format!("kit:{}", random_hex());
+    let resets_at = now.saturating_add(window);
 
-    assert_eq!(
-        ok(CHECK, store.counter(&key, now).await),
-        0,
-        "[{CHECK}] a new counter is not 0"
-    );
     for want in 1..=3 {
         let t = later(now, want - 1);
-        let got = ok(CHECK, store.increment_counter(&key, window, t).await);
-        assert_eq!(got, want, "[{CHECK}] increment returned the wrong count");
+        assert_eq!(
+            ok(CHECK, store.try_increment(&key, 3, window, t).await),
+            Count {
+                counted: true,
+                value: want,
+                resets_at
+            },
+            "[{CHECK}] increment {want} of 3"
+        );
     }
+    // At the maximum: not counted, left alone, the window where it was.
+    for _ in 0..2 {
+        assert_eq!(
+            ok(
+                CHECK,
+                store.try_increment(&key, 3, window, later(now, 30)).await
+            ),
+            Count {
+                counted: false,
+                value: 3,
+                resets_at
+            },
+            "[{CHECK}] a counter at its maximum must refuse and stay"
+        );
+    }
+    // A higher maximum for the same key lets it go on (the caller chooses the budget).
     assert_eq!(
-        ok(CHECK, store.counter(&key, later(now, 30)).await),
-        3,
-        "[{CHECK}] counter read"
+        ok(
+            CHECK,
+            store.try_increment(&key, 4, window, later(now, 30)).await
+        ),
+        Count {
+            counted: true,
+            value: 4,
+            resets_at
+        }
     );
     assert_eq!(
-        ok(CHECK, store.increment_counter(&other, window, now).await),
-        1,
-        "[{CHECK}] counters share state"
-    );
-    assert_eq!(
-        ok(CHECK, store.counter(&key, now).await),
-        3,
+        ok(CHECK, store.try_increment(&other, 3, window, now).await),
+        Count {
+            counted: true,
+            value: 1,
+            resets_at
+        },
         "[{CHECK}] counters share state"
     );
 
-    // The window runs from the first increment, not the last.
-    let end = now.saturating_add(window);
-    let just_before = Timestamp::from_unix_millis(end.as_unix_millis() - 1);
+    // The window runs from the first count, not the last.
     assert_eq!(
-        ok(CHECK, store.counter(&key, just_before).await),
-        3,
-        "[{CHECK}] window ended early"
+        ok(
+            CHECK,
+            store
+                .try_increment(&key, 4, window, just_before(resets_at))
+                .await
+        ),
+        Count {
+            counted: false,
+            value: 4,
+            resets_at
+        },
+        "[{CHECK}] the window ended early"
+    );
+    let next = resets_at.saturating_add(window);
+    assert_eq!(
+        ok(CHECK, store.try_increment(&key, 4, window, resets_at).await),
+        Count {
+            counted: true,
+            value: 1,
+            resets_at: next
+        },
+        "[{CHECK}] an ended window must start again at 1"
     );
     assert_eq!(
-        ok(CHECK, store.counter(&key, end).await),
-        0,
-        "[{CHECK}] window did not end"
+        ok(
+            CHECK,
+            store
+                .try_increment(&key, 4, window, later(resets_at, 1))
+                .await
+        ),
+        Count {
+            counted: true,
+            value: 2,
+            resets_at: next
+        }
     );
+    // A maximum of zero never counts.
+    let zero = format!("kit:{}", random_hex());
+    let c = ok(CHECK, store.try_increment(&zero, 0, window, now).await);
+    assert!(
+        !c.counted && c.value == 0,
+        "[{CHECK}] a zero budget counted: {c:?}"
+    );
+}
+
+/// [`BUDGET_RACERS`] concurrent `try_increment`s on one counter with a budget of a quarter of
+/// them count exactly the budget: each counted call sees a different value, every refused one
+/// sees the maximum, and the counter ends at the maximum.
+pub async fn check_try_increment_under_race<S: Store + Clone>(store: S) {
+    const CHECK: &str = "try_increment_under_race";
+    let now = base();
+    let window = Duration::from_secs(60);
+    let max = (BUDGET_RACERS / 4) as u64;
+    let key = format!("kit:{}", random_hex());
+    let barrier = Arc::new(Barrier::new(BUDGET_RACERS));
+    let mut racers = JoinSet::new();
+    for _ in 0..BUDGET_RACERS {
+        let (store, barrier, key) = (store.clone(), barrier.clone(), key.clone());
+        racers.spawn(async move {
+            barrier.wait().await;
+            ok(CHECK, store.try_increment(&key, max, window, now).await)
+        });
+    }
+    let counts = join_all(CHECK, racers).await;
+    let counted: Vec<u64> = counts
+        .iter()
+        .filter(|c| c.counted)
+        .map(|c| c.value)
+        .collect();
     assert_eq!(
-        ok(CHECK, store.increment_counter(&key, window, end).await),
-        1,
-        "[{CHECK}] an expired counter must start again at 1"
+        counted.len() as u64,
+        max,
+        "[{CHECK}] {} of {BUDGET_RACERS} racing calls counted against a budget of {max}",
+        counted.len()
     );
-    let next = later(end, 1);
+    let distinct: HashSet<u64> = counted.iter().copied().collect();
     assert_eq!(
-        ok(CHECK, store.increment_counter(&key, window, next).await),
-        2
+        distinct,
+        (1..=max).collect::<HashSet<_>>(),
+        "[{CHECK}] counted calls must see the values 1..=max, once each"
     );
-    assert_eq!(ok(CHECK, store.counter(&key, next).await), 2);
+    for c in counts.iter().filter(|c| !c.counted) {
+        assert_eq!(c.value, max, "[{CHECK}] a refused call saw {c:?}");
+    }
+    let last = ok(CHECK, store.try_increment(&key, max, window, now).await);
+    assert_eq!(
+        last,
+        Count {
+            counted: false,
+            value: max,
+            resets_at: now.saturating_add(window)
+        },
+        "[{CHECK}] the counter went past its budget"
+    );
+}
+
+/// `decrement` gives back one reserved count, never goes below zero, and leaves a missing or
+/// ended counter alone.
+pub async fn check_decrement<S: Store>(store: S) {
+    const CHECK: &str = "decrement";
+    let now = base();
+    let window = Duration::from_secs(60);
+    let key = format!("kit:{}", random_hex());
+    let resets_at = now.saturating_add(window);
+    for _ in 0..2 {
+        ok(CHECK, store.try_increment(&key, 2, window, now).await);
+    }
+    assert!(
+        !ok(CHECK, store.try_increment(&key, 2, window, now).await).counted,
+        "[{CHECK}] a full budget counted"
+    );
+    ok(CHECK, store.decrement(&key, later(now, 1)).await);
+    assert_eq!(
+        ok(
+            CHECK,
+            store.try_increment(&key, 2, window, later(now, 2)).await
+        ),
+        Count {
+            counted: true,
+            value: 2,
+            resets_at
+        },
+        "[{CHECK}] a decrement must give back one place, in the same window"
+    );
+    for _ in 0..5 {
+        ok(CHECK, store.decrement(&key, later(now, 3)).await);
+    }
+    assert_eq!(
+        ok(
+            CHECK,
+            store.try_increment(&key, 2, window, later(now, 4)).await
+        ),
+        Count {
+            counted: true,
+            value: 1,
+            resets_at
+        },
+        "[{CHECK}] decrements went below zero"
+    );
+
+    // A missing counter is left alone: decrementing creates nothing.
+    let fresh = format!("kit:{}", random_hex());
+    ok(CHECK, store.decrement(&fresh, now).await);
+    let t = later(now, 7);
+    assert_eq!(
+        ok(CHECK, store.try_increment(&fresh, 2, window, t).await),
+        Count {
+            counted: true,
+            value: 1,
+            resets_at: t.saturating_add(window)
+        },
+        "[{CHECK}] a decrement of a missing counter changed it"
+    );
+
+    // An ended counter is left alone: the next count starts a new window at 1.
+    ok(CHECK, store.decrement(&key, resets_at).await);
+    assert_eq!(
+        ok(CHECK, store.try_increment(&key, 2, window, resets_at).await),
+        Count {
+            counted: true,
+            value: 1,
+            resets_at: resets_at.saturating_add(window)
+        },
+        "[{CHECK}] a decrement revived an ended counter"
+    );
+}
+
+/// `claim_once`: of [`RACERS`] concurrent claims of one value exactly one is `true`; every
+/// later claim before `until` is `false`; from `until` on the value can be claimed again.
+/// Different values are independent.
+pub async fn check_claim_once<S: Store + Clone>(store: S) {
+    const CHECK: &str = "claim_once";
+    let now = base();
+    let until = later(now, 60);
+    let key = AccessToken::generate().digest();
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut racers = JoinSet::new();
+    for _ in 0..RACERS {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        racers.spawn(async move {
+            barrier.wait().await;
+            ok(CHECK, store.claim_once(&key, until, now).await)
+        });
+    }
+    let won = join_all(CHECK, racers)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
+    assert_eq!(
+        won, 1,
+        "[{CHECK}] {won} of {RACERS} racing claims of one value succeeded"
+    );
+    for t in [later(now, 1), just_before(until)] {
+        assert!(
+            !ok(CHECK, store.claim_once(&key, until, t).await),
+            "[{CHECK}] a claimed value was claimed again before `until`"
+        );
+    }
+    let other = AccessToken::generate().digest();
+    assert!(
+        ok(CHECK, store.claim_once(&other, until, now).await),
+        "[{CHECK}] claims of different values interfere"
+    );
+    let again = later(until, 60);
+    assert!(
+        ok(CHECK, store.claim_once(&key, again, until).await),
+        "[{CHECK}] a value could not be claimed again once its claim ended"
+    );
+    assert!(
+        !ok(CHECK, store.claim_once(&key, again, later(until, 1)).await),
+        "[{CHECK}] the renewed claim did not hold"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1035,18 +2078,19 @@ enum Polled {
     Unknown,
 }
 
-/// Polls as the token endpoint does: read, ask the grant, swap the successor in, and on a lost
-/// swap start over. `mint` makes the tokens for an `Issue` outcome.
+/// Polls as the token endpoint does: read, ask the device grant, swap the successor in (with
+/// the new grant, for an `Issue` outcome), and on a lost swap start over. `mint` makes the
+/// grant for an `Issue` outcome from the device grant, the subject and the approval time.
 async fn poll<S: Store>(
     check: &str,
     store: &S,
     device: &Digest,
     client: &ClientId,
     now: Timestamp,
-    mut mint: impl FnMut(Subject, Scope) -> Issued,
+    mut mint: impl FnMut(&DeviceGrant, Subject, Timestamp) -> Issued,
 ) -> Polled {
     for _ in 0..MAX_CAS_ROUNDS {
-        let Some(current) = ok(check, store.grant(device, now).await) else {
+        let Some(current) = ok(check, store.device_grant(device, now).await) else {
             return Polled::Unknown;
         };
         let (next, answer) = match current.record.poll(client, now) {
@@ -1056,27 +2100,39 @@ async fn poll<S: Store>(
             PollOutcome::Issue {
                 next,
                 subject,
+                approved_at,
                 scope,
             } => {
-                let issued = mint(subject, scope);
+                let issued = mint(&current.record, subject, approved_at);
+                assert_eq!(
+                    issued.issue.grant.scope, scope,
+                    "[{check}] the grant must carry the device grant's scope"
+                );
                 (next, Polled::Issued(Box::new(issued)))
             }
             PollOutcome::Refuse(code) => return Polled::Refused(code),
         };
-        let tokens = match &answer {
-            Polled::Issued(issued) => Some(issued.tokens.clone()),
+        let issue = match &answer {
+            Polled::Issued(issued) => Some(issued.issue.clone()),
             _ => None,
         };
         if ok(
             check,
             store
-                .replace_grant(device, current.version, next, tokens, now)
+                .replace_device_grant(device, current.version, next, issue, now)
                 .await,
         ) {
             return answer;
         }
     }
     fail(check, "a poll's compare-and-swap never settled")
+}
+
+/// A `mint` for [`poll`] where no poll may issue.
+fn no_issue(check: &'static str) -> impl FnMut(&DeviceGrant, Subject, Timestamp) -> Issued {
+    move |_: &DeviceGrant, _: Subject, _: Timestamp| -> Issued {
+        fail(check, "the grant issued tokens where it must not")
+    }
 }
 
 /// Records a decision as the verification page does: read, decide, swap, retry.
@@ -1088,12 +2144,12 @@ async fn decide<S: Store>(
     now: Timestamp,
 ) -> Result<(), DecideError> {
     for _ in 0..MAX_CAS_ROUNDS {
-        let current = read_grant(check, store, device, now).await;
+        let current = read_device_grant(check, store, device, now).await;
         let next = current.record.decide(decision.clone(), now)?;
         if ok(
             check,
             store
-                .replace_grant(device, current.version, next, None, now)
+                .replace_device_grant(device, current.version, next, None, now)
                 .await,
         ) {
             return Ok(());
@@ -1102,19 +2158,35 @@ async fn decide<S: Store>(
     fail(check, "a decision's compare-and-swap never settled")
 }
 
-/// Runs a whole flow (insert, approve, poll) and returns the tokens it issued.
-async fn issue_via_flow<S: Store>(check: &str, store: &S, now: Timestamp) -> Issued {
+/// Inserts a device grant and has `subject` approve it.
+async fn approved_flow<S: Store>(
+    check: &str,
+    store: &S,
+    subject: &Subject,
+    now: Timestamp,
+) -> Flow {
     let flow = Flow::new(now);
     insert(check, store, &flow, now).await;
     decide(
         check,
         store,
         &flow.device(),
-        Decision::Approve(Subject::new("frank")),
+        Decision::Approve(subject.clone()),
         now,
     )
     .await
     .unwrap_or_else(|e| fail(check, &format!("approval refused: {e:?}")));
+    flow
+}
+
+/// Runs a whole flow (insert, approve, poll) for `subject` and returns the grant it issued.
+async fn issue_grant<S: Store>(
+    check: &str,
+    store: &S,
+    subject: &Subject,
+    now: Timestamp,
+) -> Issued {
+    let flow = approved_flow(check, store, subject, now).await;
     let client = flow.grant.client_id.clone();
     let polled = poll(
         check,
@@ -1122,16 +2194,75 @@ async fn issue_via_flow<S: Store>(check: &str, store: &S, now: Timestamp) -> Iss
         &flow.device(),
         &client,
         now,
-        |subject, scope| Issued::new(&client, subject.as_str(), &scope, now),
+        |grant, subject, at| Issued::new(grant, &subject, at, now),
     )
     .await;
     match polled {
         Polled::Issued(issued) => {
-            issued.assert_present(check, store, now).await;
+            issued.assert_stored(check, store, now).await;
             *issued
         }
         other => fail(check, &format!("polling an approved grant gave {other:?}")),
     }
+}
+
+/// What a refresh answered.
+#[derive(Debug)]
+enum Refreshed {
+    /// A new pair, for the live token or a retry.
+    Rotated(Box<Pair>, Presented),
+    /// The token was reused: the grant is revoked.
+    Reused,
+    /// No grant for the token.
+    Unknown,
+}
+
+/// Refreshes as the token endpoint does: read the grant the token names, ask it what the token
+/// is, rotate by compare-and-swap, on a lost swap read again; reuse revokes the grant.
+async fn refresh<S: Store>(
+    check: &str,
+    store: &S,
+    presented: &RefreshToken,
+    now: Timestamp,
+) -> Refreshed {
+    let family = presented
+        .family()
+        .unwrap_or_else(|| fail(check, "a kit refresh token names no family"));
+    let id = family.grant_id();
+    for _ in 0..MAX_CAS_ROUNDS {
+        let Some(current) = ok(check, store.grant(&id, now).await) else {
+            return Refreshed::Unknown;
+        };
+        let how = current.record.presented(&presented.digest(), now, GRACE);
+        let pair = Pair::mint(&family, &current.record, now);
+        let Some(rotation) = current.record.rotate(how, pair.tokens, now) else {
+            ok(check, store.revoke_grant(&id, now).await);
+            return Refreshed::Reused;
+        };
+        if ok(
+            check,
+            store
+                .replace_grant(&id, current.version, rotation, pair.info.clone(), now)
+                .await,
+        ) {
+            return Refreshed::Rotated(Box::new(pair), how);
+        }
+    }
+    fail(check, "a refresh's compare-and-swap never settled")
+}
+
+/// The rotation of `grant` when `presented` is presented and answered with `pair`.
+fn rotate(
+    check: &str,
+    grant: &Grant,
+    presented: &RefreshToken,
+    pair: &Pair,
+    now: Timestamp,
+) -> crate::family::Rotation {
+    let how = grant.presented(&presented.digest(), now, GRACE);
+    grant
+        .rotate(how, pair.tokens, now)
+        .unwrap_or_else(|| fail(check, &format!("the kit's token was {how:?}")))
 }
 
 /// A device authorization as the device endpoint creates it, with its plaintext codes.
@@ -1152,7 +2283,7 @@ impl Flow {
 
     fn with(user: UserCode, now: Timestamp, expires_in: Duration) -> Self {
         let grant = DeviceGrant::new(
-            ClientId::new("kit-client"),
+            ClientId::new(KIT_CLIENT),
             scope("profile email"),
             user.digest(),
             now,
@@ -1171,111 +2302,192 @@ impl Flow {
     }
 }
 
-/// The tokens of one token response, with their plaintext (so tests can look for leaks).
+/// A redemption's grant and first pair, with their plaintext (so tests can look for leaks).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Issued {
-    client: ClientId,
+    family: FamilyKey,
     access: AccessToken,
-    refresh: Option<RefreshToken>,
-    tokens: IssuedTokens,
+    refresh: RefreshToken,
+    issue: IssuedGrant,
 }
 
 impl Issued {
-    fn new(client: &ClientId, subject: &str, scope: &Scope, now: Timestamp) -> Self {
-        let mut issued = Self::access_only(client, subject, now);
-        issued.tokens.access.1.scope = scope.clone();
-        let refresh = RefreshToken::generate();
-        issued.tokens.refresh = Some((
-            refresh.digest(),
-            RefreshTokenRecord {
-                subject: Subject::new(subject),
-                client_id: client.clone(),
-                scope: scope.clone(),
-                expires_at: now.saturating_add(REFRESH_TTL),
-                access_token: issued.access.digest(),
-            },
-        ));
-        issued.refresh = Some(refresh);
-        issued
-    }
-
-    fn access_only(client: &ClientId, subject: &str, now: Timestamp) -> Self {
+    /// The grant a redemption of `device`, approved by `subject` at `approved_at`, issues at
+    /// `now`: built as the token endpoint builds it.
+    fn new(
+        device: &DeviceGrant,
+        subject: &Subject,
+        approved_at: Timestamp,
+        now: Timestamp,
+    ) -> Self {
+        let family = FamilyKey::generate();
         let access = AccessToken::generate();
-        let info = TokenInfo {
-            subject: Subject::new(subject),
-            client_id: client.clone(),
-            scope: Scope::empty(),
-            expires_at: now.saturating_add(ACCESS_TTL),
+        let refresh = RefreshToken::generate(&family);
+        let access_expires_at = now.saturating_add(ACCESS_TTL);
+        let grant = Grant {
+            id: family.grant_id(),
+            client_id: device.client_id.clone(),
+            subject: subject.clone(),
+            scope: device.scope.clone(),
+            audience: device.audience.clone(),
+            approved_at,
+            last_used_at: now,
+            expires_at: now.saturating_add(REFRESH_TTL),
+            access_token: access.digest(),
+            refresh_token: Some(refresh.digest()),
+            superseded: None,
+            cnf: None,
         };
+        let info = TokenInfo::new(
+            subject.clone(),
+            device.client_id.clone(),
+            device.scope.clone(),
+            access_expires_at,
+        )
+        .with_grant_id(Some(grant.id))
+        .with_audience(device.audience.clone());
         Issued {
-            client: client.clone(),
-            tokens: IssuedTokens {
-                access: (access.digest(), info),
-                refresh: None,
-            },
+            family,
             access,
-            refresh: None,
+            refresh,
+            issue: IssuedGrant {
+                grant,
+                access: info,
+            },
         }
     }
 
-    fn refresh_digest(&self, check: &str) -> Digest {
-        match &self.tokens.refresh {
-            Some((digest, _)) => *digest,
-            None => fail(check, "the flow issued no refresh token"),
-        }
+    fn id(&self) -> GrantId {
+        self.issue.grant.id
     }
 
-    async fn assert_present<S: Store>(&self, check: &str, store: &S, now: Timestamp) {
-        let (digest, info) = &self.tokens.access;
+    /// The grant is stored at version 0 as issued, its access token as issued, and its subject
+    /// lists it.
+    async fn assert_stored<S: Store>(&self, check: &str, store: &S, now: Timestamp) {
         assert_eq!(
-            ok(check, store.access_token(digest, now).await).as_ref(),
-            Some(info),
+            ok(check, store.grant(&self.id(), now).await),
+            Some(Versioned {
+                version: 0,
+                record: self.issue.grant.clone()
+            }),
+            "[{check}] the issued grant is not stored as issued"
+        );
+        assert_eq!(
+            ok(check, store.access_token(&self.access.digest(), now).await).as_ref(),
+            Some(&self.issue.access),
             "[{check}] the issued access token is not stored as issued"
         );
-        if let Some((digest, record)) = &self.tokens.refresh {
-            assert_eq!(
-                ok(check, store.refresh_token(digest, now).await).as_ref(),
-                Some(record),
-                "[{check}] the issued refresh token is not stored as issued"
-            );
+        let listed = ok(check, store.grants_of(&self.issue.grant.subject, now).await);
+        assert!(
+            listed.iter().any(|g| g.id == self.id()),
+            "[{check}] the issued grant is not indexed under its subject"
+        );
+    }
+
+    /// Neither the grant, nor its access token, nor its index entry exist.
+    async fn assert_absent<S: Store>(&self, check: &str, store: &S, now: Timestamp, what: &str) {
+        assert!(
+            ok(check, store.grant(&self.id(), now).await).is_none(),
+            "[{check}] {what} (grant)"
+        );
+        assert!(
+            ok(check, store.access_token(&self.access.digest(), now).await).is_none(),
+            "[{check}] {what} (access token)"
+        );
+        let listed = ok(check, store.grants_of(&self.issue.grant.subject, now).await);
+        assert!(
+            !listed.iter().any(|g| g.id == self.id()),
+            "[{check}] {what} (subject index)"
+        );
+    }
+}
+
+/// The pair a refresh of `grant` issues, built as the token endpoint builds it.
+#[derive(Clone, Debug)]
+struct Pair {
+    access: AccessToken,
+    refresh: RefreshToken,
+    tokens: NewTokens,
+    info: TokenInfo,
+}
+
+impl Pair {
+    fn mint(family: &FamilyKey, grant: &Grant, now: Timestamp) -> Self {
+        let access = AccessToken::generate();
+        let refresh = RefreshToken::generate(family);
+        let info = TokenInfo::new(
+            grant.subject.clone(),
+            grant.client_id.clone(),
+            grant.scope.clone(),
+            now.saturating_add(ACCESS_TTL),
+        )
+        .with_grant_id(Some(grant.id))
+        .with_audience(grant.audience.clone())
+        .with_cnf(grant.cnf);
+        Pair {
+            tokens: NewTokens {
+                access_token: access.digest(),
+                refresh_token: Some(refresh.digest()),
+                expires_at: now.saturating_add(REFRESH_TTL),
+            },
+            access,
+            refresh,
+            info,
         }
+    }
+
+    /// The access token is stored as issued.
+    async fn assert_live<S: Store>(&self, check: &str, store: &S, now: Timestamp) {
+        assert_eq!(
+            ok(check, store.access_token(&self.access.digest(), now).await).as_ref(),
+            Some(&self.info),
+            "[{check}] the rotation's access token is not stored as issued"
+        );
     }
 
     async fn assert_absent<S: Store>(&self, check: &str, store: &S, now: Timestamp, what: &str) {
-        let (digest, _) = &self.tokens.access;
         assert!(
-            ok(check, store.access_token(digest, now).await).is_none(),
-            "[{check}] {what} (access token)"
+            ok(check, store.access_token(&self.access.digest(), now).await).is_none(),
+            "[{check}] {what}"
         );
-        if let Some((digest, _)) = &self.tokens.refresh {
-            assert!(
-                ok(check, store.refresh_token(digest, now).await).is_none(),
-                "[{check}] {what} (refresh token)"
-            );
-        }
     }
 }
 
 async fn insert<S: Store>(check: &str, store: &S, flow: &Flow, now: Timestamp) {
-    assert!(
+    assert_eq!(
         ok(
             check,
             store
-                .insert_grant(flow.device(), flow.grant.clone(), now)
+                .insert_device_grant(flow.device(), flow.grant.clone(), now)
                 .await
         ),
+        Insert::Inserted,
         "[{check}] inserting a fresh grant failed"
     );
 }
 
-async fn read_grant<S: Store>(
+async fn read_device_grant<S: Store>(
     check: &str,
     store: &S,
     device: &Digest,
     now: Timestamp,
 ) -> Versioned<DeviceGrant> {
-    ok(check, store.grant(device, now).await)
+    ok(check, store.device_grant(device, now).await)
+        .unwrap_or_else(|| fail(check, "a stored device grant is missing"))
+}
+
+async fn read_grant<S: Store>(
+    check: &str,
+    store: &S,
+    id: &GrantId,
+    now: Timestamp,
+) -> Versioned<Grant> {
+    ok(check, store.grant(id, now).await)
         .unwrap_or_else(|| fail(check, "a stored grant is missing"))
+}
+
+fn ids_of(grants: &[Grant]) -> HashSet<GrantId> {
+    grants.iter().map(|g| g.id).collect()
 }
 
 async fn join_all<T: 'static>(check: &str, mut set: JoinSet<T>) -> Vec<T> {
@@ -1301,8 +2513,21 @@ fn later(t: Timestamp, secs: u64) -> Timestamp {
     t.saturating_add(Duration::from_secs(secs))
 }
 
+fn just_before(t: Timestamp) -> Timestamp {
+    Timestamp::from_unix_millis(t.as_unix_millis().saturating_sub(1))
+}
+
 fn scope(s: &str) -> Scope {
     Scope::parse(s).unwrap_or_else(|e| panic!("kit scope {s:?}: {e}"))
+}
+
+fn audience() -> Audience {
+    Audience::from_resources(["https://api.kit.example/"])
+        .unwrap_or_else(|e| panic!("kit audience: {e}"))
+}
+
+fn random_subject() -> Subject {
+    Subject::new(format!("kit-user-{}", random_hex()))
 }
 
 fn random_hex() -> String {
@@ -1315,8 +2540,4 @@ fn ok<T>(check: &str, result: StoreResult<T>) -> T {
 
 fn fail(check: &str, message: &str) -> ! {
     panic!("[{check}] {message}")
-}
-
-fn unreachable_issue(check: &str) -> Issued {
-    fail(check, "the grant issued tokens where it must not")
 }

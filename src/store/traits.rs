@@ -1,41 +1,19 @@
 //! The [`Store`] trait a backend implements, and the errors it reports.
 
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::clients::ClientSource;
 use super::records::{Count, Insert, IssuedGrant, TokenInfo, Versioned};
+// Defined with the records (below the client source, which answers with them too); named here
+// as well, where the trait's users look for them.
+pub use super::records::{StoreError, StoreResult};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
-use crate::error::{ErrorCode, OAuthError};
 use crate::family::{Grant, Rotation};
 use crate::grant::DeviceGrant;
 use crate::ids::{GrantId, Subject};
-
-/// A failure of the store itself (not of the client's request).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreError {
-    /// The backend cannot be reached right now; answered `temporarily_unavailable` (503).
-    Unavailable(String),
-    /// The backend failed otherwise; answered `server_error` (500).
-    Backend(String),
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Unavailable(m) => write!(f, "store unavailable: {m}"),
-            StoreError::Backend(m) => write!(f, "store failed: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-/// The result of a store operation.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The credential store behind every endpoint and the bearer layer.
 ///
@@ -315,35 +293,5 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<u64>>> + Send {
         (**self).pending_device_grants(now)
-    }
-}
-
-impl From<StoreError> for OAuthError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => OAuthError::new(
-                ErrorCode::TemporarilyUnavailable,
-                "the credential store is unavailable; retry later",
-            )
-            .with_retry_after(1),
-            StoreError::Backend(_) => {
-                OAuthError::new(ErrorCode::ServerError, "the credential store failed")
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::StatusCode;
-
-    #[test]
-    fn store_errors_map_to_500_and_503() {
-        let e: OAuthError = StoreError::Unavailable("down".into()).into();
-        assert_eq!(e.code(), ErrorCode::TemporarilyUnavailable);
-        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let e: OAuthError = StoreError::Backend("bad".into()).into();
-        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

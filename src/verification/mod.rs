@@ -344,6 +344,16 @@ fn too_many(limit: &AttemptLimit, resets_at: Timestamp, now: Timestamp) -> Refus
     })
 }
 
+/// Gives back the places an attempt reserved, after a store failure. Best effort: the store is
+/// failing, and the failure it already reported is the one to answer with.
+async fn give_back<S: Store>(store: &S, taken: &[(&str, &AttemptLimit)], now: Timestamp) {
+    for (key, _) in taken {
+        if let Err(e) = store.decrement(key, now).await {
+            tracing::warn!(error = %e, "could not give back a reserved attempt");
+        }
+    }
+}
+
 /// Finds the pending grant behind a typed user code, counting wrong codes against the limits.
 ///
 /// Each attempt first reserves a place in every budget it counts against, atomically in the
@@ -363,9 +373,13 @@ async fn lookup<S: Store>(
         budgets.push((overall_key, overall));
     }
     for (i, (key, limit)) in budgets.iter().enumerate() {
-        let count = store
-            .try_increment(key, limit.max, limit.window, now)
-            .await?;
+        let count = match store.try_increment(key, limit.max, limit.window, now).await {
+            Ok(count) => count,
+            Err(e) => {
+                give_back(store, &budgets[..i], now).await;
+                return Err(e.into());
+            }
+        };
         if !count.counted {
             for (taken, _) in &budgets[..i] {
                 store.decrement(taken, now).await?;
@@ -374,7 +388,14 @@ async fn lookup<S: Store>(
         }
     }
     let found = match config.user_codes.normalize(typed) {
-        Some(code) => store.device_grant_by_user_code(&code.digest(), now).await?,
+        Some(code) => match store.device_grant_by_user_code(&code.digest(), now).await {
+            Ok(found) => found,
+            Err(e) => {
+                // A lookup that failed was no guess: an outage must not lock end users out.
+                give_back(store, &budgets, now).await;
+                return Err(e.into());
+            }
+        },
         None => None,
     };
     let Some((key, grant)) = found else {

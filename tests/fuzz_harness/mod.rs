@@ -29,12 +29,16 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Layer, ServiceExt};
-use tower_device_flow::codes::{DeviceCode, DeviceCodeGenerator, UserCode, UserCodeGenerator};
+use tower_device_flow::codes::{
+    DeviceCode, DeviceCodeGenerator, FamilyKey, RefreshToken, UserCode, UserCodeGenerator,
+};
+use tower_device_flow::family::Grant;
 use tower_device_flow::form::Form;
-use tower_device_flow::grant::{Decision, DeviceGrant};
+use tower_device_flow::grant::{Decision, DeviceGrant, GrantStatus};
+use tower_device_flow::store::{Insert, IssuedGrant};
 use tower_device_flow::{
-    Client, ClientId, Clock, DeviceFlow, Digest, IssuedTokens, ManualClock, MemoryStore,
-    RefreshTokenRecord, Scope, Store, Subject, Timestamp, TokenInfo, UserCodeFormat,
+    Client, ClientId, Clock, DeviceFlow, Digest, ManualClock, MemoryStore, Scope, Store, Subject,
+    Timestamp, TokenInfo, UserCodeFormat,
 };
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
@@ -87,8 +91,10 @@ pub const UC_APPROVED: &str = "MJHT-WDJB";
 pub const AT_VALID: &str = "at-valid";
 pub const AT_EXPIRED: &str = "at-expired";
 pub const AT_NARROW: &str = "at-narrow";
-/// The refresh token issued with [`AT_VALID`].
-pub const RT_VALID: &str = "rt-valid";
+/// The refresh token issued with [`AT_VALID`]: like every refresh token, 48 bytes in
+/// base64url whose first 16 are its grant's family key (here `fuzz-family-key!`, then
+/// `fuzz-refresh-token-of-at-valid!!`), so that it names its grant.
+pub const RT_VALID: &str = "ZnV6ei1mYW1pbHkta2V5IWZ1enotcmVmcmVzaC10b2tlbi1vZi1hdC12YWxpZCEh";
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Deterministic device codes `dc-new-0`, `dc-new-1`... so an input can poll a code it created.
@@ -177,7 +183,13 @@ impl Fixture {
             let store = store.clone();
             let key = DeviceCode::new(code).digest();
             async move {
-                assert!(store.insert_grant(key, g.clone(), now).await.unwrap());
+                assert_eq!(
+                    store
+                        .insert_device_grant(key, g.clone(), now)
+                        .await
+                        .unwrap(),
+                    Insert::Inserted
+                );
                 key
             }
         };
@@ -187,50 +199,84 @@ impl Fixture {
         let next = approved
             .decide(Decision::Approve(Subject::new("alice")), now)
             .unwrap();
-        assert!(store.replace_grant(&key, 0, next, None, now).await.unwrap());
+        assert!(store
+            .replace_device_grant(&key, 0, next, None, now)
+            .await
+            .unwrap());
         let denied = grant(user_digest("BCDF-GHJK"), now);
         let key = insert(DC_DENIED, denied.clone()).await;
         let next = denied.decide(Decision::Deny, now).unwrap();
-        assert!(store.replace_grant(&key, 0, next, None, now).await.unwrap());
+        assert!(store
+            .replace_device_grant(&key, 0, next, None, now)
+            .await
+            .unwrap());
         let long_ago = Timestamp::from_unix_millis(START_MILLIS - 700_000);
         insert(DC_EXPIRED, grant(user_digest("LMNP-QRST"), long_ago)).await;
 
-        // Tokens ride on compare-and-swaps of one more (redeemed) grant.
+        // Each token belongs to a grant, created by a redemption (a compare-and-swap) of one
+        // more device grant: AT_VALID with RT_VALID, AT_EXPIRED (its grant lives on with a
+        // refresh token nobody has), AT_NARROW (an access token narrowed to `email`).
         let carrier = grant(user_digest("VWXZ-VWXZ"), now);
         let key = insert("dc-carrier", carrier.clone()).await;
-        let info = |s: &str, lifetime_secs: i64| TokenInfo {
-            subject: Subject::new("alice"),
-            client_id: tv.clone(),
-            scope: scope(s),
-            expires_at: Timestamp::from_unix_millis(
-                (START_MILLIS as i64 + lifetime_secs * 1000) as u64,
-            ),
-        };
+        let at =
+            |secs: i64| Timestamp::from_unix_millis((START_MILLIS as i64 + secs * 1000) as u64);
+        let day = at(86_400);
         let tokens = [
-            (AT_VALID, info("email profile", 3600), Some(RT_VALID)),
-            (AT_EXPIRED, info("email profile", -1), None),
-            (AT_NARROW, info("email", 3600), None),
+            (
+                AT_VALID,
+                "email profile",
+                at(3600),
+                Some(RefreshToken::new(RT_VALID)),
+            ),
+            (AT_EXPIRED, "email profile", at(-1), None),
+            (AT_NARROW, "email", at(3600), None),
         ];
-        for (version, (access, info, refresh)) in tokens.into_iter().enumerate() {
+        for (version, (access, access_scope, expires_at, refresh)) in tokens.into_iter().enumerate()
+        {
+            let family = match &refresh {
+                Some(r) => r.family().expect("RT_VALID names a family"),
+                None => FamilyKey::generate(),
+            };
+            // A refresh token for every grant, so that each lives a day whatever its access
+            // token's lifetime.
+            let refresh = refresh.unwrap_or_else(|| RefreshToken::generate(&family));
             let access_digest = Digest::of(access.as_bytes());
-            let refresh = refresh.map(|r| {
-                (
-                    Digest::of(r.as_bytes()),
-                    RefreshTokenRecord {
-                        subject: info.subject.clone(),
-                        client_id: info.client_id.clone(),
-                        scope: info.scope.clone(),
-                        expires_at: Timestamp::from_unix_millis(START_MILLIS + 86_400_000),
-                        access_token: access_digest,
-                    },
-                )
-            });
-            let issue = IssuedTokens {
-                access: (access_digest, info),
-                refresh,
+            let g = Grant {
+                id: family.grant_id(),
+                client_id: tv.clone(),
+                subject: Subject::new("alice"),
+                scope: scope("email profile"),
+                audience: None,
+                approved_at: now,
+                last_used_at: now,
+                expires_at: day,
+                access_token: access_digest,
+                refresh_token: Some(refresh.digest()),
+                superseded: None,
+                cnf: None,
+            };
+            let info = TokenInfo::new(
+                g.subject.clone(),
+                tv.clone(),
+                scope(access_scope),
+                expires_at,
+            )
+            .with_grant_id(Some(g.id));
+            let redeemed = DeviceGrant {
+                status: GrantStatus::Redeemed,
+                ..carrier.clone()
             };
             let swapped = store
-                .replace_grant(&key, version as u64, carrier.clone(), Some(issue), now)
+                .replace_device_grant(
+                    &key,
+                    version as u64,
+                    redeemed,
+                    Some(IssuedGrant {
+                        grant: g,
+                        access: info,
+                    }),
+                    now,
+                )
                 .await
                 .unwrap();
             assert!(swapped);
@@ -653,7 +699,8 @@ fn reference_basic(value: &[u8]) -> Option<(String, String)> {
 }
 
 /// Arbitrary `Authorization` bytes at the token endpoint, for a device code and a refresh token
-/// of the public client: tokens only for `tv` with no secret, once.
+/// of the public client: tokens only for `tv` with no secret, once. The second try comes after
+/// the refresh grace period, so a second use of the refresh token is reuse, not a retry.
 pub fn basic_auth(data: &[u8]) {
     let mut input = Input::new(data);
     let flags = input.byte();
@@ -671,6 +718,7 @@ pub fn basic_auth(data: &[u8]) {
         let fx = Fixture::new().await;
         let mut successes = 0;
         for _ in 0..2 {
+            fx.clock.advance(Duration::from_secs(31));
             let req = Request::post("/oauth/token")
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .header(header::AUTHORIZATION, value.clone())
