@@ -970,3 +970,110 @@ async fn nonces_when_configured() {
         .await;
     assert_dpop_refusal(&res, "use_dpop_nonce", "expired nonce");
 }
+
+// ---------------------------------------------------------------------------------------------
+// gRPC over tonic (the tonic example's server): the same verdicts as gRPC statuses.
+
+#[allow(dead_code)] // its `main` is not used here
+#[path = "../examples/tonic.rs"]
+mod tonic_example;
+
+/// `WhoAmI` with the given `authorization` and `dpop` metadata.
+async fn who_am_i(
+    channel: tonic::transport::Channel,
+    metadata: &[(&'static str, String)],
+) -> Result<tonic_example::pb::WhoAmIReply, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(tonic_example::pb::WhoAmIRequest {});
+    for (name, value) in metadata {
+        request
+            .metadata_mut()
+            .insert(*name, value.parse().expect("metadata value"));
+    }
+    let path = http::uri::PathAndQuery::from_static(tonic_example::WHO_AM_I);
+    grpc.unary(request, path, tonic_prost::ProstCodec::default())
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn tonic_clients_use_dpop_bound_tokens() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let flow = tonic_example::demo_flow(&base, Duration::ZERO);
+    tokio::spawn(tonic_example::serve(flow, listener));
+    let channel = tonic::transport::Channel::from_shared(base.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let srv = Server {
+        base: base.clone(),
+        clock: ManualClock::new(Timestamp::from_unix_millis(0)),
+        http: Http::default(),
+    };
+    let key = Key::ed25519();
+    let code = srv.approved_code("demo-device", None).await;
+    // The example runs on the system clock: proofs made now.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let proof = key.jws(
+        &key.header(),
+        &claims("POST", &srv.url("/oauth/token"), now()),
+    );
+    let res = srv.poll(&code, "demo-device", &[&proof]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let access = res.json()["access_token"].as_str().unwrap().to_owned();
+    let grpc_proof = |iat: u64| {
+        // gRPC calls are POSTs to the method's path.
+        let mut c = claims("POST", &srv.url(tonic_example::WHO_AM_I), iat);
+        c["ath"] = ath(&access).into();
+        key.jws(&key.header(), &c)
+    };
+    let reply = who_am_i(
+        channel.clone(),
+        &[
+            ("authorization", format!("DPoP {access}")),
+            ("dpop", grpc_proof(now())),
+        ],
+    )
+    .await
+    .expect("a DPoP-bound token with its proof");
+    assert_eq!(reply.subject, "alice");
+    // As a bearer token: refused.
+    let status = who_am_i(
+        channel.clone(),
+        &[("authorization", format!("Bearer {access}"))],
+    )
+    .await
+    .expect_err("a bound token as Bearer");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    // A stale proof: refused, with the DPoP challenge in the metadata.
+    let status = who_am_i(
+        channel,
+        &[
+            ("authorization", format!("DPoP {access}")),
+            ("dpop", grpc_proof(now() - 3600)),
+        ],
+    )
+    .await
+    .expect_err("a stale proof");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let challenge = status
+        .metadata()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        challenge.starts_with("DPoP ") && challenge.contains("invalid_dpop_proof"),
+        "{challenge}"
+    );
+}
