@@ -501,10 +501,12 @@ fn main() {
                 "256 per token".to_owned(),
             )
         } else {
+            // An access token is stored only with its grant: this is what one costs, with no
+            // target of its own (the per-token target is for a grant's pair).
             let per = m.per_record();
-            (per, format!("{per:.1}"), 256.0, "256 per token".to_owned())
+            (per, format!("{per:.1}"), f64::INFINITY, "–".to_owned())
         };
-        let met = if m.n != n {
+        let met = if m.n != n || target.is_infinite() {
             "–"
         } else if per <= target {
             "yes"
