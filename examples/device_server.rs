@@ -25,6 +25,10 @@
 //! `--max-connections` (default 4096) are open, accept errors back off. Flood and guessing
 //! limits count per TCP peer address (no proxy header is trusted), so 127.0.0.2 and 127.0.0.3
 //! are counted apart; `--no-limits` turns the per-source ones off for load tests.
+//! DPoP (RFC 9449, the default `dpop` feature) is on for every client: a token request with a
+//! valid `DPoP` proof gets DPoP-bound tokens, which the guarded routes accept only as
+//! `Authorization: DPoP <token>` with a proof for that request; requests without DPoP work as
+//! before. The `device_client` example uses it by default.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -82,6 +82,9 @@ pub(crate) struct Config {
     /// Signs access tokens as RFC 9068 JWTs when set.
     #[cfg(feature = "jwt")]
     pub(crate) jwt: Option<Arc<JwtKeys>>,
+    /// How DPoP proofs are checked; `None` when DPoP is off (proofs ignored, bearer tokens).
+    #[cfg(feature = "dpop")]
+    pub(crate) dpop: Option<crate::dpop::DpopConfig>,
 }
 
 pub(crate) struct Shared<S> {

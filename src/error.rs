@@ -8,7 +8,8 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-/// The error codes of RFC 6749 5.2, RFC 8628 3.5, RFC 6750 3.1, RFC 7009 2.2.1 and RFC 8707 2.
+/// The error codes of RFC 6749 5.2, RFC 8628 3.5, RFC 6750 3.1, RFC 7009 2.2.1, RFC 8707 2 and
+/// RFC 9449.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -41,6 +42,12 @@ pub enum ErrorCode {
     /// `invalid_target`: a requested resource is invalid, unknown, or not one the client may ask
     /// for (RFC 8707 2).
     InvalidTarget,
+    /// `invalid_dpop_proof`: the DPoP proof is missing, invalid, replayed, or not of the key the
+    /// token is bound to (RFC 9449 5, 7.1).
+    InvalidDpopProof,
+    /// `use_dpop_nonce`: the DPoP proof must carry the nonce in the `DPoP-Nonce` header
+    /// (RFC 9449 8, 9).
+    UseDpopNonce,
     /// `server_error`: the server failed (for example the store answered with an error).
     ServerError,
     /// `temporarily_unavailable`: the store is unreachable for now; retry later.
@@ -65,6 +72,8 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -97,6 +106,7 @@ pub struct OAuthError {
     description: Cow<'static, str>,
     status: StatusCode,
     retry_after: Option<u64>,
+    dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -107,6 +117,7 @@ impl OAuthError {
             description: description.into(),
             status: code.status(),
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -144,6 +155,13 @@ impl OAuthError {
     /// Adds a `Retry-After` header of `secs` seconds.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// Adds a `DPoP-Nonce` header supplying the nonce the next DPoP proof must carry
+    /// (RFC 9449 8).
+    pub fn with_dpop_nonce(mut self, nonce: impl Into<String>) -> Self {
+        self.dpop_nonce = Some(nonce.into());
         self
     }
 
@@ -203,6 +221,9 @@ impl OAuthError {
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(nonce) = self.dpop_nonce.and_then(|n| HeaderValue::try_from(n).ok()) {
+            res.headers_mut().insert("dpop-nonce", nonce);
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             res.headers_mut()

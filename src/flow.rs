@@ -105,6 +105,8 @@ impl<S: Store> DeviceFlow<S> {
             default_audience: None,
             #[cfg(feature = "jwt")]
             jwt: None,
+            #[cfg(feature = "dpop")]
+            dpop: Some(crate::dpop::DpopConfig::default()),
         }
     }
 
@@ -181,13 +183,37 @@ impl<S: Store> DeviceFlow<S> {
 
     /// A layer requiring a bearer token that meets `requirement`, checked against the flow's
     /// store, challenging with the flow's realm.
+    ///
+    /// When the flow takes DPoP (the default with the `dpop` feature), so does the layer:
+    /// DPoP-bound tokens with the DPoP scheme and a proof for a URL under the flow's issuer,
+    /// each proof claimed once in the store. For routes served under another URL, give the
+    /// layer [`dpop_check`](Self::dpop_check) of that URL.
     pub fn require(&self, requirement: ScopeRequirement) -> RequireOAuthLayer<S> {
-        RequireOAuthLayer::from_parts(
+        let layer = RequireOAuthLayer::from_parts(
             self.shared.store.clone(),
             requirement,
             &self.shared.config.realm,
             self.shared.clock.clone(),
-        )
+        );
+        #[cfg(feature = "dpop")]
+        let layer = match &self.shared.config.dpop {
+            Some(_) => layer.with_dpop(self.dpop_check(&self.shared.config.issuer).ok()),
+            None => layer,
+        };
+        layer
+    }
+
+    /// A DPoP check for resources served under `base_url` with the flow's rules (algorithms,
+    /// `iat` window, nonces), claiming proofs in the flow's store, for
+    /// [`RequireOAuthLayer::with_dpop`].
+    #[cfg(feature = "dpop")]
+    pub fn dpop_check(
+        &self,
+        base_url: &str,
+    ) -> Result<crate::bearer::DpopCheck, crate::bearer::InvalidBaseUrl> {
+        let config = self.shared.config.dpop.clone().unwrap_or_default();
+        let replay: Arc<dyn crate::replay::ReplayCache> = Arc::new(self.shared.store.clone());
+        crate::bearer::DpopCheck::from_parts(base_url, config, replay)
     }
 
     /// A layer serving every endpoint at its [`Paths`] in front of an inner service, which gets
@@ -227,6 +253,8 @@ pub struct DeviceFlowBuilder<S> {
     default_audience: Option<Audience>,
     #[cfg(feature = "jwt")]
     jwt: Option<Arc<JwtKeys>>,
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::dpop::DpopConfig>,
 }
 
 impl<S> fmt::Debug for DeviceFlowBuilder<S> {
@@ -459,6 +487,16 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// How DPoP proofs (RFC 9449) are checked at the token endpoint and by the flow's bearer
+    /// layers: algorithms, `iat` window, nonces (default: [`DpopConfig::default`](crate::dpop::DpopConfig),
+    /// no nonces). `None` turns DPoP off: proofs are ignored and every token is a bearer token
+    /// (a client that [requires](crate::dpop::DpopPolicy::Required) DPoP then gets none).
+    #[cfg(feature = "dpop")]
+    pub fn dpop(mut self, config: Option<crate::dpop::DpopConfig>) -> Self {
+        self.dpop = config;
+        self
+    }
+
     /// The flow.
     pub fn build(self) -> DeviceFlow<S> {
         #[cfg(feature = "jwt")]
@@ -506,6 +544,8 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     default_audience,
                     #[cfg(feature = "jwt")]
                     jwt: self.jwt,
+                    #[cfg(feature = "dpop")]
+                    dpop: self.dpop,
                 },
             }),
         }

@@ -45,6 +45,15 @@ struct IntrospectionResponse<'a> {
     /// The grant the token belongs to (this server's own member).
     #[serde(skip_serializing_if = "Option::is_none")]
     grant_id: Option<&'a str>,
+    /// The DPoP key the token is bound to (RFC 9449 6.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
+}
+
+/// `cnf` with the `jkt` confirmation method (RFC 9449 6.1).
+#[derive(Serialize)]
+struct Confirmation {
+    jkt: crate::codes::Thumbprint,
 }
 
 async fn handle<S, B>(
@@ -83,11 +92,13 @@ where
                 client_id: Some(t.client_id.as_str()),
                 username: Some(t.subject.as_str()),
                 sub: Some(t.subject.as_str()),
-                token_type: Some("Bearer"),
+                // RFC 9449 6.2: a bound token's type is DPoP.
+                token_type: Some(if t.cnf.is_some() { "DPoP" } else { "Bearer" }),
                 exp: Some(t.expires_at.as_unix_secs()),
                 iss: Some(issuer),
                 aud: t.audience.as_ref().map(|a| a.as_str()),
                 grant_id: grant_id.as_deref(),
+                cnf: t.cnf.map(|jkt| Confirmation { jkt }),
             }
         }
         Some(FoundToken::Refresh(g)) => {
@@ -103,6 +114,7 @@ where
                 iss: Some(issuer),
                 aud: g.audience.as_ref().map(|a| a.as_str()),
                 grant_id: grant_id.as_deref(),
+                cnf: g.cnf.map(|jkt| Confirmation { jkt }),
             }
         }
         _ => IntrospectionResponse::default(),

@@ -106,6 +106,8 @@ pub mod codes;
 mod config;
 mod cross_site;
 pub mod device_authorization;
+#[cfg(feature = "dpop")]
+pub mod dpop;
 mod end_user;
 pub mod endpoints;
 pub mod error;
@@ -122,6 +124,8 @@ pub mod jwt;
 pub mod limits;
 pub mod metadata;
 mod page;
+#[cfg(feature = "dpop")]
+pub mod replay;
 pub mod resource_server;
 pub mod response;
 pub mod revocation;

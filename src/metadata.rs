@@ -51,6 +51,16 @@ impl Metadata {
         if let (Some(_), Some(obj)) = (&config.jwt, doc.as_object_mut()) {
             obj.insert("jwks_uri".into(), url(&p.jwks).into());
         }
+        #[cfg(feature = "dpop")]
+        if let (Some(dpop), Some(obj)) = (&config.dpop, doc.as_object_mut()) {
+            // RFC 9449 5.1.
+            let algs: Vec<&str> = dpop
+                .algorithms_supported()
+                .iter()
+                .map(|a| a.as_str())
+                .collect();
+            obj.insert("dpop_signing_alg_values_supported".into(), algs.into());
+        }
         if let (Some(scopes), Some(obj)) = (&config.scopes_supported, doc.as_object_mut()) {
             obj.insert(
                 "scopes_supported".into(),

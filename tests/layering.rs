@@ -15,7 +15,9 @@ use std::path::Path;
 const FLOORS: &[(&str, &[&str])] = &[
     (
         "protocol rules",
-        &["clock", "codes", "ids", "scope", "error", "grant", "family"],
+        &[
+            "clock", "codes", "ids", "scope", "error", "grant", "family", "dpop",
+        ],
     ),
     ("store", &["store"]),
     (
@@ -32,6 +34,7 @@ const FLOORS: &[(&str, &[&str])] = &[
             "response",
             "audience",
             "jwt",
+            "replay",
         ],
     ),
     (

@@ -2,24 +2,23 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::guard::{Guard, Refusal};
-use super::verifier::VerifyError;
-use crate::clock::Timestamp;
 use crate::response::{OAuthBody, ResponseBody};
 use crate::store::TokenInfo;
 
-type Lookup = Pin<Box<dyn Future<Output = Result<Option<TokenInfo>, VerifyError>> + Send>>;
+/// The checks after parsing: the token's lookup, its verdict and, for DPoP, the proof's claim.
+/// Either the token to hand on, or the refusal to answer with.
+pub(super) type Lookup =
+    Pin<Box<dyn Future<Output = Result<TokenInfo, Response<OAuthBody>>> + Send>>;
 
 pin_project! {
-    /// Response future of [`RequireOAuth`](super::RequireOAuth): a store lookup, then the inner
-    /// service's future.
+    /// Response future of [`RequireOAuth`](super::RequireOAuth): the token's lookup and checks,
+    /// then the inner service's future.
     pub struct ResponseFuture<Svc, B>
     where
         Svc: Service<Request<B>>,
@@ -37,9 +36,6 @@ pin_project! {
             lookup: Lookup,
             inner: Option<Svc>,
             req: Option<Request<B>>,
-            guard: Arc<Guard>,
-            now: Timestamp,
-            grpc: bool,
         },
         Inner { #[pin] future: F },
     }
@@ -57,22 +53,12 @@ where
         }
     }
 
-    pub(super) fn lookup(
-        lookup: Lookup,
-        inner: Svc,
-        req: Request<B>,
-        guard: Arc<Guard>,
-        now: Timestamp,
-        grpc: bool,
-    ) -> Self {
+    pub(super) fn lookup(lookup: Lookup, inner: Svc, req: Request<B>) -> Self {
         ResponseFuture {
             state: State::Lookup {
                 lookup,
                 inner: Some(inner),
                 req: Some(req),
-                guard,
-                now,
-                grpc,
             },
         }
     }
@@ -92,24 +78,8 @@ where
                     let response = response.take().unwrap_or_default();
                     return Poll::Ready(Ok(response.map(ResponseBody::oauth)));
                 }
-                StateProj::Lookup {
-                    lookup,
-                    inner,
-                    req,
-                    guard,
-                    now,
-                    grpc,
-                } => {
-                    let verdict = match ready!(lookup.as_mut().poll(cx)) {
-                        Ok(token) => guard.check(token, *now).map_err(|r| {
-                            tracing::debug!(error = r.code.as_str(), "bearer token refused");
-                            r.response(*grpc)
-                        }),
-                        Err(e) => {
-                            tracing::error!(error = %e, "bearer token verification failed");
-                            Err(Refusal::unavailable(&e).response(*grpc))
-                        }
-                    };
+                StateProj::Lookup { lookup, inner, req } => {
+                    let verdict = ready!(lookup.as_mut().poll(cx));
                     let next = match (verdict, req.take(), inner.take()) {
                         (Ok(token), Some(mut req), Some(mut svc)) => {
                             req.extensions_mut().insert(token);

@@ -19,6 +19,15 @@
 //! (UNAUTHENTICATED), 7 (PERMISSION_DENIED), 14 (UNAVAILABLE) or 13 (INTERNAL) and a
 //! `grpc-message`, which is how gRPC clients expect errors.
 //!
+//! With [`with_dpop`](RequireOAuthLayer::with_dpop) (feature `dpop`; layers of a
+//! [`DeviceFlow`](crate::DeviceFlow) have it when the flow takes DPoP) the layer also takes
+//! DPoP-bound tokens (RFC 9449 7): `Authorization: DPoP <token>` with a `DPoP` proof of the
+//! request, checked by a [`DpopCheck`] and claimed once in its replay cache. A bound token sent
+//! as `Bearer` is refused `invalid_token`; every challenge then also offers
+//! `DPoP realm="api", algs="..."`, and refusals of DPoP requests carry their error in the DPoP
+//! challenge (`invalid_dpop_proof`, `use_dpop_nonce` with a `DPoP-Nonce`, `invalid_token`,
+//! `insufficient_scope`), with status 401 (403 for scope).
+//!
 //! The inner body is never boxed: responses are a [`ResponseBody`] that is either the inner
 //! body or the crate's JSON. The layer works with any `Clone` service whose response body
 //! yields [`Bytes`], so it fits hyper, axum's `route_layer` and tonic's `Server::layer`.
@@ -43,6 +52,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "dpop")]
+mod dpop;
 mod future;
 mod guard;
 mod verifier;
@@ -63,9 +74,12 @@ pub use guard::ScopeRequirement;
 
 pub use verifier::{TokenVerifier, VerifyError};
 
+#[cfg(feature = "dpop")]
+pub use dpop::{DpopCheck, InvalidBaseUrl};
+
 use crate::clock::{Clock, SystemClock};
 use crate::response::ResponseBody;
-use guard::Guard;
+use guard::{Guard, Refusal};
 
 /// Applies [`RequireOAuth`] to a service. Obtain it from
 /// [`DeviceFlow::require_oauth`](crate::DeviceFlow::require_oauth) or
@@ -98,15 +112,25 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
     ) -> Self {
         RequireOAuthLayer {
             verifier,
-            guard: Arc::new(Guard::new(realm, requirement)),
+            guard: Arc::new(Guard::new(
+                realm,
+                requirement,
+                #[cfg(feature = "dpop")]
+                None,
+            )),
             clock,
         }
     }
 
     /// The same layer, challenging with `realm` (RFC 6750 3).
     pub fn with_realm(self, realm: &str) -> Self {
-        let requirement = self.guard.requirement.clone();
-        let guard = Guard::new(realm, requirement).with_audience(self.guard.audience.as_deref());
+        let guard = Guard::new(
+            realm,
+            self.guard.requirement.clone(),
+            #[cfg(feature = "dpop")]
+            self.dpop().cloned(),
+        )
+        .with_audience(self.guard.audience.as_deref());
         RequireOAuthLayer {
             guard: Arc::new(guard),
             ..self
@@ -118,12 +142,37 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
     /// too (401 `invalid_token`), whatever the verifier; leave this unset only for an API
     /// that accepts every token its authorization server issues.
     pub fn with_audience(self, resource: &str) -> Self {
-        let guard = Guard::new(&self.guard.realm, self.guard.requirement.clone())
-            .with_audience(Some(resource));
+        let guard = Guard::new(
+            &self.guard.realm,
+            self.guard.requirement.clone(),
+            #[cfg(feature = "dpop")]
+            self.dpop().cloned(),
+        )
+        .with_audience(Some(resource));
         RequireOAuthLayer {
             guard: Arc::new(guard),
             ..self
         }
+    }
+
+    /// The same layer taking DPoP-bound tokens too (RFC 9449 7), with the DPoP scheme and a
+    /// proof checked by `check`; `None` for bearer tokens only (a DPoP-bound token is then
+    /// always refused). Layers from [`DeviceFlow::require`](crate::DeviceFlow::require) take
+    /// DPoP when the flow does, with the flow's issuer as base URL.
+    #[cfg(feature = "dpop")]
+    pub fn with_dpop(self, check: Option<DpopCheck>) -> Self {
+        let guard = Guard::new(&self.guard.realm, self.guard.requirement.clone(), check)
+            .with_audience(self.guard.audience.as_deref());
+        RequireOAuthLayer {
+            guard: Arc::new(guard),
+            ..self
+        }
+    }
+
+    /// How DPoP proofs are checked, if the layer takes DPoP-bound tokens.
+    #[cfg(feature = "dpop")]
+    pub fn dpop(&self) -> Option<&DpopCheck> {
+        self.guard.dpop.as_ref().map(|d| &d.check)
     }
 
     /// The same layer on another clock (tests pass a [`ManualClock`](crate::ManualClock)).
@@ -219,7 +268,14 @@ const B64TOKEN: [bool; 256] = {
 };
 
 /// The bearer token of `Authorization: Bearer <b64token>` (RFC 6750 2.1).
+#[cfg(test)]
 fn bearer_token(headers: &HeaderMap) -> Result<&str, NoToken> {
+    access_token(headers, false).map(|(_, token)| token)
+}
+
+/// The access token of `Authorization: Bearer <b64token>` (RFC 6750 2.1) or, when `dpop`,
+/// `Authorization: DPoP <token68>` (RFC 9449 7.1), and whether it came with the DPoP scheme.
+fn access_token(headers: &HeaderMap, dpop: bool) -> Result<(bool, &str), NoToken> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or(NoToken::Missing)?;
     if values.next().is_some() {
@@ -227,8 +283,9 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, NoToken> {
     }
     let value = value.to_str().map_err(|_| NoToken::Malformed)?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        // Another scheme carries no bearer credentials: answered like a missing token.
+    let is_dpop = dpop && scheme.eq_ignore_ascii_case("dpop");
+    if !is_dpop && !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme carries no access token: answered like a missing token.
         return Err(NoToken::Missing);
     }
     let token = token.trim_start_matches(' ');
@@ -236,7 +293,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, NoToken> {
     let b64token =
         !body.is_empty() && token.len() <= 4096 && body.bytes().all(|b| B64TOKEN[usize::from(b)]);
     if b64token {
-        Ok(token)
+        Ok((is_dpop, token))
     } else {
         Err(NoToken::Malformed)
     }
@@ -264,22 +321,82 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let grpc = is_grpc(req.headers());
-        let token = match bearer_token(req.headers()) {
-            Ok(token) => token.to_owned(),
-            Err(NoToken::Missing) => {
-                return ResponseFuture::refuse(self.guard.missing.response(grpc))
-            }
+        let guard = &self.guard;
+        let (with_dpop, token) = match access_token(req.headers(), guard.dpop.is_some()) {
+            Ok((with_dpop, token)) => (with_dpop, token.to_owned()),
+            Err(NoToken::Missing) => return ResponseFuture::refuse(guard.missing.response(grpc)),
             Err(NoToken::Malformed) => {
-                return ResponseFuture::refuse(self.guard.malformed.response(grpc))
+                return ResponseFuture::refuse(guard.malformed.response(grpc))
             }
         };
         let now = self.clock.now();
+        // The proof is checked before the token is looked up: it is plain computation, and a
+        // bad one needs no store.
+        #[cfg(feature = "dpop")]
+        let proof = match (&guard.dpop, with_dpop) {
+            (Some(d), true) => {
+                let (method, path) = (req.method().as_str(), req.uri().path());
+                match d.check.check(method, path, req.headers(), &token, now) {
+                    Ok(proof) => Some(proof),
+                    Err(e) => {
+                        tracing::debug!(error = e.code().as_str(), reason = %e, "DPoP proof refused");
+                        return ResponseFuture::refuse(guard.proof_refusal(e, now).response(grpc));
+                    }
+                }
+            }
+            _ => None,
+        };
+        #[cfg(not(feature = "dpop"))]
+        let _ = with_dpop;
         let verifier = self.verifier.clone();
-        let lookup = Box::pin(async move { verifier.verify(&token, now).await });
+        let guard = self.guard.clone();
+        let lookup = Box::pin(async move {
+            let found = match verifier.verify(&token, now).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(error = %e, "bearer token verification failed");
+                    return Err(Refusal::unavailable(&e).response(grpc));
+                }
+            };
+            #[cfg(feature = "dpop")]
+            let jkt = proof.as_ref().map(|p| p.jkt());
+            #[cfg(not(feature = "dpop"))]
+            let jkt = None;
+            let token = guard.check(found, now, jkt).map_err(|r| {
+                tracing::debug!(error = r.code.as_str(), "bearer token refused");
+                r.response(grpc)
+            })?;
+            // Last, once everything else holds: the proof is spent (RFC 9449 11.1).
+            #[cfg(feature = "dpop")]
+            if let (Some(proof), Some(d)) = (&proof, &guard.dpop) {
+                match d
+                    .check
+                    .replay()
+                    .claim_once(proof.replay_key(), proof.replay_until(), now)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            security_event = "dpop_proof_replay",
+                            client_id = token.client_id.as_str(),
+                            "a DPoP proof was presented again"
+                        );
+                        let e = crate::dpop::ProofError::Replayed;
+                        return Err(guard.proof_refusal(e, now).response(grpc));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "DPoP replay check failed");
+                        return Err(Refusal::unavailable(&e.into()).response(grpc));
+                    }
+                }
+            }
+            Ok(token)
+        });
         // The clone is not the service that was polled ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::lookup(lookup, inner, req, self.guard.clone(), now, grpc)
+        ResponseFuture::lookup(lookup, inner, req)
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Client {
     default_scope: Scope,
     name: Option<Arc<str>>,
     resources: Option<Audience>,
+    #[cfg(feature = "dpop")]
+    dpop: crate::dpop::DpopPolicy,
 }
 
 impl Client {
@@ -46,6 +48,8 @@ impl Client {
             allowed_scope,
             name: None,
             resources: None,
+            #[cfg(feature = "dpop")]
+            dpop: crate::dpop::DpopPolicy::Allowed,
         }
     }
 
@@ -99,6 +103,28 @@ impl Client {
         self.resources
             .as_ref()
             .is_some_and(|allowed| requested.is_subset_of(allowed))
+    }
+
+    /// Sets whether the client must use DPoP at the token endpoint (default
+    /// [`Allowed`](crate::dpop::DpopPolicy::Allowed); RFC 9449 5.2).
+    ///
+    /// ```
+    /// use tower_device_flow::dpop::DpopPolicy;
+    /// use tower_device_flow::{Client, Scope};
+    ///
+    /// let tv = Client::public("tv", Scope::parse("profile").unwrap()).with_dpop(DpopPolicy::Required);
+    /// assert_eq!(tv.dpop(), DpopPolicy::Required);
+    /// ```
+    #[cfg(feature = "dpop")]
+    pub fn with_dpop(mut self, policy: crate::dpop::DpopPolicy) -> Self {
+        self.dpop = policy;
+        self
+    }
+
+    /// Whether the client must use DPoP.
+    #[cfg(feature = "dpop")]
+    pub fn dpop(&self) -> crate::dpop::DpopPolicy {
+        self.dpop
     }
 
     /// The client identifier.

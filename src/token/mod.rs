@@ -36,9 +36,11 @@ use http_body::Body;
 use serde::Serialize;
 
 use crate::audience;
+mod dpop;
+
 use crate::client_auth::authenticate;
 use crate::clock::Timestamp;
-use crate::codes::{AccessToken, Digest, FamilyKey, RefreshToken};
+use crate::codes::{AccessToken, Digest, FamilyKey, RefreshToken, Thumbprint};
 use crate::config::{Config, Shared};
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::family::{Grant, NewTokens, Presented};
@@ -96,17 +98,20 @@ where
         limiter,
     )
     .await?;
-    if grant_type == DEVICE_CODE_GRANT_TYPE {
-        device_code_grant(shared, &client, &form).await
+    let pop = dpop::check(shared, &parts.method, &parts.headers, &client).await?;
+    let answer = if grant_type == DEVICE_CODE_GRANT_TYPE {
+        device_code_grant(shared, &client, &form, pop.jkt).await
     } else {
-        refresh_token_grant(shared, &client, &form).await
-    }
+        refresh_token_grant(shared, &client, &form, pop.jkt).await
+    };
+    pop.answer(answer)
 }
 
 async fn device_code_grant<S: Store>(
     shared: &Shared<S>,
     client: &Client,
     form: &Form,
+    jkt: Option<Thumbprint>,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let key = Digest::of(form.require("device_code")?.as_bytes());
     for _ in 0..MAX_SWAP_ATTEMPTS {
@@ -148,7 +153,7 @@ async fn device_code_grant<S: Store>(
                 )
                 .with_grant_id(Some(family.grant_id()))
                 .with_audience(audience.clone())
-                .with_cnf(None);
+                .with_cnf(jkt);
                 let minted = mint(&shared.config, &family, access, now)?;
                 let grant = Grant {
                     id: family.grant_id(),
@@ -162,7 +167,9 @@ async fn device_code_grant<S: Store>(
                     access_token: minted.tokens.access_token,
                     refresh_token: minted.tokens.refresh_token,
                     superseded: None,
-                    cnf: None,
+                    // RFC 9449 5: a public client's refresh token is bound to the proof's key;
+                    // a confidential client's is already bound to its credentials.
+                    cnf: jkt.filter(|_| !client.is_confidential()),
                 };
                 (
                     next,
@@ -237,6 +244,7 @@ async fn refresh_token_grant<S: Store>(
     shared: &Shared<S>,
     client: &Client,
     form: &Form,
+    jkt: Option<Thumbprint>,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let presented = form.require("refresh_token")?;
     let requested = form.get("scope")?.map(parse_requested).transpose()?;
@@ -254,6 +262,21 @@ async fn refresh_token_grant<S: Store>(
         // Another client's request learns nothing and changes nothing.
         if &grant.client_id != client.id() || grant.is_expired(now) {
             return Err(invalid_refresh_token());
+        }
+        // A bound refresh token is worth nothing without its key (RFC 9449 5): refused before
+        // anything else, so a copy presented without the key revokes nothing either.
+        if let Some(bound) = &grant.cnf {
+            if !jkt.is_some_and(|k| k.ct_eq(bound)) {
+                tracing::info!(
+                    client_id = client.id().as_str(),
+                    grant_id = %id,
+                    "a DPoP-bound refresh token came without a proof of its key"
+                );
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "the refresh token is bound to a DPoP key: present a proof signed with it",
+                ));
+            }
         }
         let presentation = grant.presented(&digest, now, shared.config.refresh_grace);
         if presentation == Presented::Reused {
@@ -279,12 +302,17 @@ async fn refresh_token_grant<S: Store>(
         )
         .with_grant_id(Some(grant.id))
         .with_audience(audience)
-        .with_cnf(None);
+        .with_cnf(jkt);
         let minted = mint(&shared.config, &family, access, now)?;
         let access = minted.access.clone();
-        let Some(rotation) = grant.rotate(presentation, minted.tokens, now) else {
+        let Some(mut rotation) = grant.rotate(presentation, minted.tokens, now) else {
             return Err(invalid_refresh_token());
         };
+        // A public client refreshing with a proof binds its refresh token from now on (RFC 9449
+        // 5); a bound one stays bound to the same key (checked above).
+        if !client.is_confidential() && jkt.is_some() {
+            rotation.next.cnf = jkt;
+        }
         let new_access = minted.tokens.access_token;
         let rotated = match shared
             .store
@@ -380,7 +408,12 @@ fn mint(
         .map(|lifetime| (RefreshToken::generate(family), now.saturating_add(lifetime)));
     let body = TokenResponse {
         access_token: token,
-        token_type: "Bearer",
+        // RFC 9449 5: `DPoP` tells the client its token is bound and must go with proofs.
+        token_type: if access.cnf.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        },
         expires_in: config.access_token_lifetime.as_secs(),
         scope: access.scope.as_str(),
         refresh_token: refresh.as_ref().map(|(t, _)| t.expose()),
