@@ -7,54 +7,17 @@
 //! These wait on real time, as they must (the server's own timers): each server runs with a
 //! 2-second header timeout, so the file takes a few seconds.
 
+mod examples_support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The example binary, built once with this test's profile and features.
-fn demo_binary() -> std::path::PathBuf {
-    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            // target/<profile>/deps/this-test → target/<profile>
-            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-                "build",
-                "--quiet",
-                "--example",
-                "device_server",
-            ]);
-            if profile_dir.ends_with("release") {
-                cmd.arg("--release");
-            }
-            let features: Vec<&str> = [
-                (cfg!(feature = "redis"), "redis"),
-                (cfg!(feature = "axum"), "axum"),
-                (cfg!(feature = "test-kit"), "test-kit"),
-            ]
-            .into_iter()
-            .filter_map(|(on, f)| on.then_some(f))
-            .collect();
-            if !features.is_empty() {
-                cmd.args(["--features", &features.join(",")]);
-            }
-            let status = cmd.status().expect("run cargo build");
-            assert!(
-                status.success(),
-                "building the device_server example failed"
-            );
-            profile_dir.join("examples").join("device_server")
-        })
-        .clone()
-}
 
 struct Demo {
     child: Child,
@@ -84,7 +47,10 @@ impl Demo {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
-            .arg(demo_binary())
+            .arg(examples_support::example_binary("device_server"))
+            // One malloc arena: which worker thread serves a wave must not decide how much
+            // resident memory it seems to take (glibc gives each thread its own arena).
+            .env("MALLOC_ARENA_MAX", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -14,14 +14,15 @@
 //! `CI` without); each test uses a schema, or a file, of its own.
 #![cfg(any(feature = "postgres", feature = "sqlite"))]
 
+mod examples_support;
 mod sql_support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -34,86 +35,11 @@ use tokio::net::TcpStream;
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
-/// Every feature of the crate, so the example is built with exactly this binary's set (a
-/// different set would rebuild the library and its dependencies).
-const FEATURES: [(&str, bool); 5] = [
-    ("redis", cfg!(feature = "redis")),
-    ("test-kit", cfg!(feature = "test-kit")),
-    ("axum", cfg!(feature = "axum")),
-    ("postgres", cfg!(feature = "postgres")),
-    ("sqlite", cfg!(feature = "sqlite")),
-];
-
 /// The list above names every feature of Cargo.toml: else the example would be built with
 /// another feature set, and the library rebuilt for it (slowly, but correctly).
 #[test]
 fn the_feature_list_is_complete() {
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .expect("read Cargo.toml");
-    let section = manifest
-        .split("\n[features]\n")
-        .nth(1)
-        .and_then(|s| s.split("\n[").next())
-        .expect("a [features] section");
-    let declared: Vec<&str> = section
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(name, _)| name.trim()))
-        .filter(|name| !name.is_empty() && !name.starts_with('#') && *name != "default")
-        .collect();
-    for name in declared {
-        assert!(
-            FEATURES.iter().any(|(f, _)| *f == name),
-            "feature `{name}` is missing from FEATURES in tests/sql_instances.rs"
-        );
-    }
-}
-
-/// The demo server binary, built once per test run.
-fn demo_binary() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        // This binary is <target>/<profile>/deps/<name>; examples go to <target>/<profile>/examples.
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile");
-        let features: Vec<&str> = FEATURES
-            .iter()
-            .filter(|(_, on)| *on)
-            .map(|(f, _)| *f)
-            .collect();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--example", "device_server", "--features"])
-            .arg(features.join(","))
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let out = cmd.output().expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "building the demo server failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        profile_dir
-            .join("examples")
-            .join(format!("device_server{}", std::env::consts::EXE_SUFFIX))
-    })
+    examples_support::check_feature_list();
 }
 
 /// A demo server process, killed when dropped.
@@ -130,7 +56,7 @@ impl Demo {
             .expect("a free port")
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut child = Command::new(demo_binary())
+        let mut child = Command::new(examples_support::example_binary("device_server"))
             .args(["--addr", &addr.to_string(), "--interval", "5"])
             .args(store_args)
             .stdout(Stdio::piped())

@@ -8,13 +8,14 @@
 //! TTL of one second in `a_revoked_token_is_refused_within_the_cache_ttl`, bounded by a
 //! deadline; the TTL logic itself is tested on a manual clock in `tests/resource_server.rs`.
 
+mod examples_support;
 mod http_support;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -25,50 +26,6 @@ use tower_device_flow::jwt::{JwsAlgorithm, JwtKeys, SigningKey};
 use tower_device_flow::{Audience, BasicLogin, Client, DeviceFlow, MemoryStore, Scope};
 
 use http_support::{bind, serve_hyper, Http, ALICE};
-
-/// The examples' directory, after building them once per test binary.
-fn examples_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // target/<profile>/deps/two_processes-<hash>  ->  target/<profile>/examples
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target/<profile>/deps");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let target_dir = profile_dir.parent().expect("target directory");
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args([
-                "build",
-                "--example",
-                "device_server",
-                "--example",
-                "resource_server",
-            ])
-            .arg("--manifest-path")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", target_dir);
-        if release {
-            cargo.arg("--release");
-        }
-        // The features this test was built with, so the build is the one cargo already made.
-        let features: Vec<&str> = [
-            ("jwt", cfg!(feature = "jwt")),
-            ("axum", cfg!(feature = "axum")),
-            ("redis", cfg!(feature = "redis")),
-            ("test-kit", cfg!(feature = "test-kit")),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect();
-        cargo.args(["--no-default-features", "--features", &features.join(",")]);
-        let status = cargo.status().expect("run cargo build --examples");
-        assert!(status.success(), "building the examples failed");
-        profile_dir.join("examples")
-    })
-}
 
 /// A free loopback port (bound, then released for the child to take).
 fn free_port() -> u16 {
@@ -86,7 +43,7 @@ impl Server {
     /// Starts example `name` listening on `port` with `args`, and waits for its banner.
     fn start(name: &str, port: u16, args: &[&str]) -> Server {
         let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(examples_dir().join(name))
+        let mut child = Command::new(examples_support::example_binary(name))
             .args(["--addr", &addr])
             .args(args)
             .stdout(Stdio::piped())
