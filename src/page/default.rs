@@ -413,11 +413,13 @@ mod tests {
 
     #[test]
     fn every_text_comes_from_texts() {
-        let mut t = Texts::default();
-        t.lang = "fr".into();
-        t.approve = "Autoriser".into();
-        t.deny = "Refuser".into();
-        t.confirm_title = "Autoriser {client} ?".into();
+        let mut t = Texts {
+            lang: "fr".into(),
+            approve: "Autoriser".into(),
+            deny: "Refuser".into(),
+            confirm_title: "Autoriser {client} ?".into(),
+            ..Texts::default()
+        };
         t.approved.title = "Appareil connecté".into();
         t.too_many_attempts.detail = "Réessayez dans {minutes} min.".into();
         let page = DefaultPage::with_texts(t);

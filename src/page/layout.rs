@@ -9,7 +9,7 @@ use crate::clock::Timestamp;
 /// or serve it as a file.
 ///
 /// Classes: `card` (the page's box), `eyebrow` (small line above the heading), `lead`,
-/// `muted`, `field` (label + input + hint), `code-input`, `button` with `primary` or
+/// `muted`, `field` (label + input + hint), `code-input`, `text-input`, `button` with `primary` or
 /// `secondary`, `actions` (a row of buttons), `alert` (an error), `notice` (a warning),
 /// `code` (a user code shown large), `details` (a `<dl>` of facts), `status-icon` with `ok`
 /// or `no`, `user` (who is signed in).
@@ -33,6 +33,8 @@ a:hover{color:var(--accent-hover)}
 .field label{display:block;font-weight:600;margin-bottom:.375rem}
 .field .muted{margin:.375rem 0 0}
 .code-input{display:block;width:100%;font:600 1.75rem/1.2 ui-monospace,"SF Mono",Menlo,Consolas,monospace;letter-spacing:.12em;text-transform:uppercase;text-align:center;padding:.625rem .5rem;color:var(--text);background:var(--card);border:2px solid var(--field);border-radius:.625rem}
+.text-input{display:block;width:100%;font:inherit;padding:.625rem .75rem;color:var(--text);background:var(--card);border:2px solid var(--field);border-radius:.625rem}
+.text-input:focus-visible{border-color:var(--focus)}
 .code-input::placeholder{color:var(--muted);opacity:.55;letter-spacing:.12em}
 .code-input:focus-visible{border-color:var(--focus)}
 .code-input[aria-invalid=true]{border-color:var(--err-line)}
