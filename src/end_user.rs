@@ -13,6 +13,11 @@ use crate::ids::Subject;
 ///
 /// The default, [`FromExtensions`], reads a [`Subject`] that the application's login layer put
 /// in the request extensions. A closure `Fn(&Parts) -> Option<Subject>` works too.
+///
+/// The resolver is synchronous on purpose: a login that must await something (a session
+/// store on Redis or a database) does so in a middleware in front of the verification
+/// service, which inserts the `Subject`; `FromExtensions` then reads it. `examples/axum.rs`
+/// (`session_user`, with `tower-sessions`) and `tests/page.rs` show that pattern.
 pub trait EndUserResolver: Send + Sync + 'static {
     /// The signed-in end user, or `None` (answered 401).
     fn end_user(&self, request: &Parts) -> Option<Subject>;

@@ -11,8 +11,10 @@
 //! No test here waits on the clock: the server's clock is a `ManualClock`, and the browser
 //! is waited for by the elements it shows.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -318,10 +320,31 @@ async fn the_device_flow_in_a_real_browser() {
     let Some(driver) = Driver::start().await else {
         return;
     };
-    let app = Example::start().await;
-    let shots = Shots::from_env();
+    let app = Arc::new(Example::start().await);
+    let shots = Arc::new(Shots::from_env());
     let browser = driver.session(false).await;
+    in_browser(&browser, walk(app.clone(), shots.clone(), browser.clone())).await;
 
+    // The dark look, for the screenshots only.
+    if shots.dir.is_some() {
+        let dark = driver.session(true).await;
+        in_browser(&dark, walk_dark(app, shots, dark.clone())).await;
+    }
+}
+
+/// Runs `steps`, then ends the browser session whatever happened (so no browser outlives a
+/// failed test), then fails as the steps did.
+async fn in_browser(browser: &Client, steps: impl Future<Output = ()> + Send + 'static) {
+    let outcome = tokio::spawn(steps).await;
+    let closed = browser.clone().close().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    closed.expect("close the browser");
+}
+
+/// The flow: approve, deny, wrong codes, expiry.
+async fn walk(app: Arc<Example>, shots: Arc<Shots>, browser: Client) {
     // 1. Approve. The TV shows its code; the phone opens verification_uri_complete.
     let (device_code, user_code, complete) = app.authorize().await;
     browser.goto(&complete).await.expect("open the page");
@@ -342,9 +365,14 @@ async fn the_device_flow_in_a_real_browser() {
     type_into(&browser, "#password", "alice-password").await;
     click(&browser, "button[type=submit]").await;
 
-    // Back on the page, signed in, the code filled in.
+    // Back on the page, signed in, the code filled in, and the field has the focus.
     heading_is(&browser, "Connect a device").await;
     assert_eq!(code_field(&browser).await, user_code);
+    let focused = browser.active_element().await.expect("focus");
+    assert_eq!(
+        focused.attr("id").await.expect("id").as_deref(),
+        Some("user_code")
+    );
     assert!(body_text(&browser).await.contains("Signed in as alice"));
     let url = browser.current_url().await.expect("url");
     assert_eq!(url.query(), Some(format!("user_code={user_code}").as_str()));
@@ -436,23 +464,19 @@ async fn the_device_flow_in_a_real_browser() {
     shots.take(&browser, "expired", false).await;
     let res = app.poll(&device_code).await;
     assert_eq!(res.json()["error"], "expired_token");
+}
 
-    browser.close().await.expect("close the browser");
-
-    // The dark look, for the screenshots only.
-    if shots.dir.is_some() {
-        let dark = driver.session(true).await;
-        let (_, _, complete) = app.authorize().await;
-        dark.goto(&complete).await.expect("open the page");
-        heading_is(&dark, "Sign in").await;
-        type_into(&dark, "#username", "bob").await;
-        type_into(&dark, "#password", "bob-password").await;
-        click(&dark, "button[type=submit]").await;
-        heading_is(&dark, "Connect a device").await;
-        shots.take(&dark, "enter-code", true).await;
-        click(&dark, "button[type=submit]").await;
-        heading_is(&dark, "Allow Demo device?").await;
-        shots.take(&dark, "confirm", true).await;
-        dark.close().await.expect("close the browser");
-    }
+/// The code form and the confirmation in the dark scheme, as bob.
+async fn walk_dark(app: Arc<Example>, shots: Arc<Shots>, dark: Client) {
+    let (_, _, complete) = app.authorize().await;
+    dark.goto(&complete).await.expect("open the page");
+    heading_is(&dark, "Sign in").await;
+    type_into(&dark, "#username", "bob").await;
+    type_into(&dark, "#password", "bob-password").await;
+    click(&dark, "button[type=submit]").await;
+    heading_is(&dark, "Connect a device").await;
+    shots.take(&dark, "enter-code", true).await;
+    click(&dark, "button[type=submit]").await;
+    heading_is(&dark, "Allow Demo device?").await;
+    shots.take(&dark, "confirm", true).await;
 }

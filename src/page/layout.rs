@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 /// `secondary`, `actions` (a row of buttons), `alert` (an error), `notice` (a warning),
 /// `code` (a user code shown large), `details` (a `<dl>` of facts), `status-icon` with `ok`
 /// or `no`, `user` (who is signed in).
-pub const STYLESHEET: &str = r#":root{color-scheme:light dark;--bg:#f3f4f6;--card:#fff;--text:#16191d;--muted:#4f5761;--line:#c9ced4;--field:#6b7480;--accent:#1859c9;--accent-hover:#12479f;--on-accent:#fff;--focus:#1859c9;--err-bg:#fdecea;--err-text:#5c1511;--err-line:#b3261e;--warn-bg:#fff6dc;--warn-text:#4a3600;--warn-line:#a77b00;--ok:#137333;--code-bg:#eef1f5}
+pub const STYLESHEET: &str = r#":root{color-scheme:light dark;--bg:#f3f4f6;--card:#ffffff;--text:#16191d;--muted:#4f5761;--line:#c9ced4;--field:#6b7480;--accent:#1859c9;--accent-hover:#12479f;--on-accent:#ffffff;--focus:#1859c9;--err-bg:#fdecea;--err-text:#5c1511;--err-line:#b3261e;--warn-bg:#fff6dc;--warn-text:#4a3600;--warn-line:#a77b00;--ok:#137333;--code-bg:#eef1f5}
 @media (prefers-color-scheme:dark){:root{--bg:#0f1115;--card:#1a1d23;--text:#eceef1;--muted:#b4bac2;--line:#3a404a;--field:#8d96a1;--accent:#8ab4ff;--accent-hover:#a9c7ff;--on-accent:#0b1a33;--focus:#8ab4ff;--err-bg:#3b1713;--err-text:#ffdad5;--err-line:#ff8a7d;--warn-bg:#352a06;--warn-text:#ffe8a6;--warn-line:#e0b232;--ok:#7fd99a;--code-bg:#252a32}}
 *,*::before,*::after{box-sizing:border-box}
 html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
@@ -229,6 +229,66 @@ mod tests {
         assert_eq!(minutes_ceil(1), 1);
         assert_eq!(minutes_ceil(60), 1);
         assert_eq!(minutes_ceil(61), 2);
+    }
+
+    /// The colours of one scheme of the stylesheet: `--name:#rrggbb` pairs.
+    fn palette(css: &str) -> std::collections::HashMap<&str, [f64; 3]> {
+        css.split(['{', ';', '}'])
+            .filter_map(|decl| {
+                let (name, value) = decl.trim().strip_prefix("--")?.split_once(":#")?;
+                let v = u32::from_str_radix(value.get(..6)?, 16).ok()?;
+                let channel = |shift: u32| {
+                    let c = f64::from((v >> shift) & 0xff) / 255.0;
+                    if c <= 0.040_45 {
+                        c / 12.92
+                    } else {
+                        ((c + 0.055) / 1.055).powf(2.4)
+                    }
+                };
+                Some((name, [channel(16), channel(8), channel(0)]))
+            })
+            .collect()
+    }
+
+    /// WCAG 2 contrast ratio of two linear-light colours.
+    fn contrast(a: [f64; 3], b: [f64; 3]) -> f64 {
+        let lum = |c: [f64; 3]| 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+        let (x, y) = (lum(a), lum(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    #[test]
+    fn both_schemes_meet_wcag_aa_contrast() {
+        let (light, dark) = STYLESHEET
+            .split_once("@media (prefers-color-scheme:dark)")
+            .expect("a dark scheme");
+        for (scheme, css) in [("light", light), ("dark", dark)] {
+            let p = palette(css);
+            assert!(p.len() >= 18, "{scheme}: {}", p.len());
+            // Text: 4.5:1 (WCAG 1.4.3); borders and focus rings: 3:1 (1.4.11).
+            for (fg, bg, min) in [
+                ("text", "card", 4.5),
+                ("text", "bg", 4.5),
+                ("muted", "card", 4.5),
+                ("muted", "code-bg", 4.5),
+                ("accent", "card", 4.5),
+                ("on-accent", "accent", 4.5),
+                ("on-accent", "accent-hover", 4.5),
+                ("err-text", "err-bg", 4.5),
+                ("warn-text", "warn-bg", 4.5),
+                ("warn-text", "code-bg", 4.5),
+                ("ok", "card", 4.5),
+                ("field", "card", 3.0),
+                ("focus", "card", 3.0),
+                ("err-line", "card", 3.0),
+            ] {
+                let ratio = contrast(p[fg], p[bg]);
+                assert!(
+                    ratio >= min,
+                    "{scheme}: {fg} on {bg} is {ratio:.2}:1, below {min}"
+                );
+            }
+        }
     }
 
     #[test]
