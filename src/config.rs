@@ -15,6 +15,7 @@ use crate::jwt::JwtKeys;
 use crate::limits::Limiter;
 use crate::page::VerificationPage;
 use crate::scope::Scope;
+use crate::sign_in::SignIn;
 
 /// Where the endpoints are served by [`DeviceFlow::endpoints_layer`](crate::DeviceFlow::endpoints_layer).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +73,7 @@ pub(crate) struct Config {
     pub(crate) paths: Paths,
     pub(crate) end_user: Arc<dyn EndUserResolver>,
     pub(crate) page: Arc<dyn VerificationPage>,
+    pub(crate) sign_in: SignIn,
     pub(crate) limiter: Limiter,
     pub(crate) realm: String,
     pub(crate) scopes_supported: Option<Scope>,

@@ -123,13 +123,14 @@ pub mod jwks;
 pub mod jwt;
 pub mod limits;
 pub mod metadata;
-mod page;
+pub mod page;
 #[cfg(feature = "dpop")]
 pub mod replay;
 pub mod resource_server;
 pub mod response;
 pub mod revocation;
 pub mod scope;
+mod sign_in;
 pub mod store;
 pub mod token;
 pub mod verification;
