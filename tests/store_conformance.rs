@@ -14,7 +14,9 @@
 #[cfg(feature = "test-kit")]
 use tower_device_flow::store::test_kit;
 #[cfg(feature = "test-kit")]
-use tower_device_flow::{Client, MemoryStore, Scope};
+use tower_device_flow::MemoryStore;
+#[cfg(any(feature = "test-kit", feature = "redis"))]
+use tower_device_flow::{Client, Scope};
 
 /// Says loudly when this build leaves the Redis tests out.
 #[test]
@@ -31,10 +33,10 @@ fn redis_tests_are_built() {
 }
 
 /// The client every store under test registers, for `check_client_lookup`.
-#[cfg(feature = "test-kit")]
+#[cfg(any(feature = "test-kit", feature = "redis"))]
 const KIT_CLIENT: &str = "kit-client";
 
-#[cfg(feature = "test-kit")]
+#[cfg(any(feature = "test-kit", feature = "redis"))]
 fn kit_client() -> Client {
     Client::public(
         KIT_CLIENT,
@@ -135,7 +137,7 @@ conformance!(
     check_claim_once,
 );
 
-#[cfg(all(feature = "redis", feature = "test-kit"))]
+#[cfg(feature = "redis")]
 mod redis_support {
     use std::future::Future;
     use std::io::Write as _;
@@ -260,60 +262,204 @@ mod redis_support {
     }
 }
 
-/// Tests of what only a Redis store has: its keys.
-///
-/// Written against the v2 `Store` API; the key names the corrupt-record test writes to are the
-/// `layout` constants below, to be pinned to the v2 Redis layout by whoever owns it.
-#[cfg(all(feature = "redis", feature = "test-kit"))]
+/// Tests of what only a Redis store has: its keys, its scripts' edge cases, its prefixes.
+#[cfg(feature = "redis")]
 mod redis_layout {
     use std::collections::HashMap;
     use std::time::Duration;
 
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
     use redis::aio::MultiplexedConnection;
-    use tower_device_flow::codes::FamilyKey;
-    use tower_device_flow::family::{Grant, NewTokens};
+    use tower_device_flow::family::{NewTokens, Presented};
     use tower_device_flow::grant::{Decision, DeviceGrant, GrantStatus, PollOutcome};
     use tower_device_flow::store::{Insert, IssuedGrant, RedisStore};
     use tower_device_flow::{
-        AccessToken, Clock, DeviceCode, Digest, RefreshToken, Scope, Store, StoreError, Subject,
-        SystemClock, Timestamp, TokenInfo, UserCodeFormat, UserCodeGenerator,
+        AccessToken, Clock, DeviceCode, Digest, FamilyKey, Grant, GrantId, RefreshToken, Scope,
+        Store, StoreError, Subject, SystemClock, Timestamp, TokenInfo, UserCode, UserCodeFormat,
+        UserCodeGenerator,
     };
 
     use super::redis_support::{
-        delete_prefix, keys_under, raw_connection, redis_url, store, unique_prefix,
+        delete_prefix, keys_under, raw_connection, redis_url, store, unique_prefix, with_store,
     };
 
-    /// Key kinds of the v2 layout (`{prefix}:<kind>:<hex>`).
-    mod layout {
-        pub const DEVICE_GRANT: &str = "g";
-        pub const USER_CODE: &str = "u";
-        pub const GRANT: &str = "f";
-        pub const ACCESS_TOKEN: &str = "a";
+    const GRACE: Duration = Duration::from_secs(30);
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
     }
 
-    const ACCESS_TTL: Duration = Duration::from_secs(600);
-    const REFRESH_TTL: Duration = Duration::from_secs(1800);
+    fn scope() -> Scope {
+        Scope::parse("profile").expect("static scope")
+    }
 
-    /// A fresh access token and refresh token of `family`, as the token endpoint mints them.
-    fn mint(family: &FamilyKey, now: Timestamp) -> (AccessToken, RefreshToken, NewTokens) {
-        let access = AccessToken::generate();
-        let refresh = RefreshToken::generate(family);
+    /// A pending device grant, stored.
+    struct Pending {
+        device: DeviceCode,
+        user: UserCode,
+        grant: DeviceGrant,
+    }
+
+    async fn insert_pending(store: &RedisStore, now: Timestamp, expires_in: Duration) -> Pending {
+        let device = DeviceCode::generate();
+        let user = UserCodeFormat::default().generate();
+        let grant = DeviceGrant::new(
+            super::KIT_CLIENT.into(),
+            scope(),
+            user.digest(),
+            now,
+            expires_in,
+            secs(5),
+        );
+        assert_eq!(
+            store
+                .insert_device_grant(device.digest(), grant.clone(), now)
+                .await
+                .expect("insert"),
+            Insert::Inserted
+        );
+        Pending {
+            device,
+            user,
+            grant,
+        }
+    }
+
+    /// What a redemption hands the device, and the grant it stored.
+    struct Issued {
+        pending: Pending,
+        refresh: RefreshToken,
+        access: AccessToken,
+        access_info: TokenInfo,
+        grant: Grant,
+    }
+
+    /// Drives a device flow the way the services do: insert, approve by `subject`, redeem.
+    async fn issue(store: &RedisStore, subject: &str, now: Timestamp) -> Issued {
+        issue_for(store, subject, now, secs(1800)).await
+    }
+
+    /// [`issue`], for a grant (its refresh token) that lasts `lifetime`; the access token lasts
+    /// ten minutes.
+    async fn issue_for(
+        store: &RedisStore,
+        subject: &str,
+        now: Timestamp,
+        lifetime: Duration,
+    ) -> Issued {
+        let pending = insert_pending(store, now, secs(600)).await;
+        let device = pending.device.digest();
+        let current = store
+            .device_grant(&device, now)
+            .await
+            .expect("read")
+            .expect("device grant");
+        let approved = current
+            .record
+            .decide(Decision::Approve(Subject::new(subject)), now)
+            .expect("approve");
+        assert!(store
+            .replace_device_grant(&device, current.version, approved, None, now)
+            .await
+            .expect("approve swap"));
+        let current = store
+            .device_grant(&device, now)
+            .await
+            .expect("read")
+            .expect("device grant");
+        let PollOutcome::Issue {
+            next,
+            subject,
+            approved_at,
+            scope,
+        } = current.record.poll(&super::KIT_CLIENT.into(), now)
+        else {
+            panic!("an approved grant did not issue");
+        };
+        let family = FamilyKey::generate();
+        let (access, refresh) = (AccessToken::generate(), RefreshToken::generate(&family));
+        let grant = Grant {
+            id: family.grant_id(),
+            client_id: super::KIT_CLIENT.into(),
+            subject: subject.clone(),
+            scope: scope.clone(),
+            audience: None,
+            approved_at,
+            last_used_at: now,
+            expires_at: now.saturating_add(lifetime),
+            access_token: access.digest(),
+            refresh_token: Some(refresh.digest()),
+            superseded: None,
+            cnf: None,
+        };
+        let access_info = TokenInfo::new(
+            subject,
+            super::KIT_CLIENT.into(),
+            scope,
+            now.saturating_add(secs(600)),
+        )
+        .with_grant_id(Some(grant.id));
+        let issue = IssuedGrant {
+            grant: grant.clone(),
+            access: access_info.clone(),
+        };
+        assert!(store
+            .replace_device_grant(&device, current.version, next, Some(issue), now)
+            .await
+            .expect("issue swap"));
+        Issued {
+            pending,
+            refresh,
+            access,
+            access_info,
+            grant,
+        }
+    }
+
+    /// A rotation of `grant` (at `version`) presenting `presented`, as the token endpoint does.
+    struct Rotated {
+        refresh: RefreshToken,
+        access: AccessToken,
+        access_info: TokenInfo,
+        grant: Grant,
+    }
+
+    async fn rotate(
+        store: &RedisStore,
+        grant: &Grant,
+        version: u64,
+        presented: &RefreshToken,
+        now: Timestamp,
+        lifetime: Duration,
+    ) -> Option<Rotated> {
+        let family = presented.family().expect("a refresh token of this crate");
+        let (access, refresh) = (AccessToken::generate(), RefreshToken::generate(&family));
+        let presentation = grant.presented(&presented.digest(), now, GRACE);
         let tokens = NewTokens {
             access_token: access.digest(),
             refresh_token: Some(refresh.digest()),
-            expires_at: now.saturating_add(REFRESH_TTL),
+            expires_at: now.saturating_add(lifetime),
         };
-        (access, refresh, tokens)
-    }
-
-    fn info(grant: &Grant, now: Timestamp) -> TokenInfo {
-        TokenInfo::new(
+        let rotation = grant.rotate(presentation, tokens, now)?;
+        let access_info = TokenInfo::new(
             grant.subject.clone(),
             grant.client_id.clone(),
             grant.scope.clone(),
-            now.saturating_add(ACCESS_TTL),
+            now.saturating_add(secs(600)),
         )
-        .with_grant_id(Some(grant.id))
+        .with_grant_id(Some(grant.id));
+        let next = rotation.next.clone();
+        store
+            .replace_grant(&grant.id, version, rotation, access_info.clone(), now)
+            .await
+            .expect("rotation")
+            .then_some(Rotated {
+                refresh,
+                access,
+                access_info,
+                grant: next,
+            })
     }
 
     /// The key's hash tag, by Redis Cluster's rule: the text between the first `{` and the
@@ -324,54 +470,49 @@ mod redis_layout {
         (close > open + 1).then(|| &key[open + 1..close])
     }
 
+    /// A key's whole content, as bytes to search.
     async fn dump(conn: &mut MultiplexedConnection, key: &str) -> Vec<u8> {
         let kind: String = redis::cmd("TYPE")
             .arg(key)
             .query_async(conn)
             .await
             .expect("TYPE");
-        match kind.as_str() {
-            "string" => redis::cmd("GET")
+        let parts: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![redis::cmd("GET")
                 .arg(key)
                 .query_async(conn)
                 .await
-                .expect("GET"),
-            "hash" => {
-                let fields: HashMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
-                    .arg(key)
-                    .query_async(conn)
-                    .await
-                    .expect("HGETALL");
-                fields
-                    .into_iter()
-                    .flat_map(|(k, v)| [k, b"=".to_vec(), v, b";".to_vec()].concat())
-                    .collect()
-            }
-            "set" => {
-                let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
-                    .arg(key)
-                    .query_async(conn)
-                    .await
-                    .expect("SMEMBERS");
-                members.concat()
-            }
-            "zset" => {
-                let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-                    .arg(key)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(conn)
-                    .await
-                    .expect("ZRANGE");
-                members.concat()
-            }
+                .expect("GET")],
+            "hash" => redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(conn)
+                .await
+                .expect("HGETALL"),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(conn)
+                .await
+                .expect("ZRANGE"),
             other => panic!("unexpected type {other} for {key}"),
-        }
+        };
+        parts.join(&b";"[..])
     }
 
-    /// Drives a whole flow (device grant, approval, redemption, rotation, a counter, a claim)
-    /// and then checks every key under the prefix: no plaintext secret anywhere, a TTL on every
-    /// key that ends with one of the records' lifetimes, and a single hash tag.
+    async fn kind_of(conn: &mut MultiplexedConnection, key: &str) -> String {
+        redis::cmd("TYPE")
+            .arg(key)
+            .query_async(conn)
+            .await
+            .expect("TYPE")
+    }
+
+    /// Drives every kind of record into Redis (two device grants, one still pending; a grant
+    /// redeemed and rotated; a counter; a one-time claim), then checks every key under the
+    /// prefix: the layout, the type, no plaintext code, token or family key anywhere and no
+    /// subject in a key name, a TTL on every key matching the record's lifetime, one hash tag.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn key_layout_has_no_plaintext_and_every_key_expires() {
         let Some(url) = redis_url("key_layout_has_no_plaintext_and_every_key_expires") else {
@@ -380,148 +521,120 @@ mod redis_layout {
         let prefix = unique_prefix("layout");
         let store = store(&url, &prefix).await;
         let now = SystemClock.now();
+        let subject = "alice@example.com";
 
-        let device = DeviceCode::generate();
-        let user = UserCodeFormat::default().generate();
-        let grant = DeviceGrant::new(
-            super::KIT_CLIENT.into(),
-            Scope::parse("profile").expect("static scope"),
-            user.digest(),
+        let issued = issue(&store, subject, now).await;
+        let waiting = insert_pending(&store, now, secs(900)).await;
+        let first = store
+            .grant(&issued.grant.id, now)
+            .await
+            .expect("read")
+            .expect("grant");
+        let rotated = rotate(
+            &store,
+            &first.record,
+            first.version,
+            &issued.refresh,
             now,
-            Duration::from_secs(600),
-            Duration::from_secs(5),
-        );
-        let retain_until = grant.retain_until();
-        assert_eq!(
-            store
-                .insert_device_grant(device.digest(), grant, now)
-                .await
-                .expect("insert"),
-            Insert::Inserted
-        );
-        let current = store
-            .device_grant(&device.digest(), now)
+            secs(3600),
+        )
+        .await
+        .expect("the live refresh token rotates");
+        let window = secs(60);
+        let count = store
+            .try_increment("verify:198.51.100.7", 5, window, now)
             .await
-            .expect("read")
-            .expect("grant");
-        let approved = current
-            .record
-            .decide(Decision::Approve(Subject::new("alice")), now)
-            .expect("approve");
-        assert!(store
-            .replace_device_grant(&device.digest(), current.version, approved, None, now)
-            .await
-            .expect("approve swap"));
-        let current = store
-            .device_grant(&device.digest(), now)
-            .await
-            .expect("read")
-            .expect("grant");
-        let PollOutcome::Issue {
-            next,
-            subject,
-            approved_at,
-            scope,
-        } = current.record.poll(&super::KIT_CLIENT.into(), now)
-        else {
-            panic!("approved grant did not issue");
-        };
-        let family = FamilyKey::generate();
-        let (access, refresh, tokens) = mint(&family, now);
-        let issued = Grant {
-            id: family.grant_id(),
-            client_id: super::KIT_CLIENT.into(),
-            subject,
-            scope,
-            audience: None,
-            approved_at,
-            last_used_at: now,
-            expires_at: tokens.expires_at,
-            access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-            superseded: None,
-            cnf: None,
-        };
-        let first_info = info(&issued, now);
-        assert!(store
-            .replace_device_grant(
-                &device.digest(),
-                current.version,
-                next,
-                Some(IssuedGrant {
-                    grant: issued.clone(),
-                    access: first_info,
-                }),
-                now
-            )
-            .await
-            .expect("issue swap"));
-        let (access2, refresh2, tokens2) = mint(&family, now);
-        let presented = issued.presented(&refresh.digest(), now, Duration::from_secs(30));
-        let rotation = issued
-            .rotate(presented, tokens2, now)
-            .expect("the live token rotates");
-        let second_info = info(&rotation.next, now);
-        let access_expiry = second_info.expires_at;
-        assert!(store
-            .replace_grant(&issued.id, 0, rotation, second_info, now)
-            .await
-            .expect("rotate"));
-        assert_eq!(
-            store
-                .device_grant(&device.digest(), now)
-                .await
-                .expect("read")
-                .expect("grant")
-                .record
-                .status,
-            GrantStatus::Redeemed
-        );
-        let window = Duration::from_secs(60);
-        assert!(
-            store
-                .try_increment("verify:198.51.100.7", 10, window, now)
-                .await
-                .expect("counter")
-                .counted
-        );
-        let claim_until = now.saturating_add(Duration::from_secs(120));
-        assert!(store
-            .claim_once(&Digest::of(b"a dpop jti"), claim_until, now)
-            .await
-            .expect("claim"));
+            .expect("counter");
+        assert!(count.counted);
+        let jti = Digest::of(b"a DPoP proof's jti");
+        let until = now.saturating_add(secs(300));
+        assert!(store.claim_once(&jti, until, now).await.expect("claim"));
 
+        // The family key: the first 16 bytes of every refresh token of the grant.
+        let family = URL_SAFE_NO_PAD
+            .decode(issued.refresh.expose())
+            .expect("base64url")[..16]
+            .to_vec();
+        let family_b64 = URL_SAFE_NO_PAD.encode(&family);
+        let family_hex: String = family.iter().map(|b| format!("{b:02x}")).collect();
         let secrets = [
-            device.expose(),
-            user.expose(),
-            access.expose(),
-            refresh.expose(),
-            access2.expose(),
-            refresh2.expose(),
+            issued.pending.device.expose(),
+            issued.pending.user.expose(),
+            waiting.device.expose(),
+            waiting.user.expose(),
+            issued.access.expose(),
+            issued.refresh.expose(),
+            rotated.access.expose(),
+            rotated.refresh.expose(),
+            &family_b64,
+            &family_hex,
         ];
-        // Every key ends with one of the records it holds.
-        let lifetimes = [
-            retain_until,
-            tokens2.expires_at,
-            access_expiry,
-            now.saturating_add(window),
-            claim_until,
-        ];
+        let p = &prefix;
+        let grant_key = format!("{{{p}}}:g:{}", issued.grant.id);
+        let expected: HashMap<String, (&str, Timestamp)> = [
+            (
+                format!("{{{p}}}:d:{}", issued.pending.device.digest().to_hex()),
+                ("hash", issued.pending.grant.retain_until()),
+            ),
+            (
+                format!("{{{p}}}:u:{}", issued.pending.user.digest().to_hex()),
+                ("hash", issued.pending.grant.retain_until()),
+            ),
+            (
+                format!("{{{p}}}:d:{}", waiting.device.digest().to_hex()),
+                ("hash", waiting.grant.retain_until()),
+            ),
+            (
+                format!("{{{p}}}:u:{}", waiting.user.digest().to_hex()),
+                ("hash", waiting.grant.retain_until()),
+            ),
+            // Only the waiting grant is still pending: the set lives as long as it does.
+            (format!("{{{p}}}:p"), ("zset", waiting.grant.expires_at)),
+            (grant_key.clone(), ("hash", rotated.grant.expires_at)),
+            (
+                format!("{{{p}}}:s:{}", Digest::of(subject.as_bytes()).to_hex()),
+                ("zset", rotated.grant.expires_at),
+            ),
+            // The first access token went with the rotation.
+            (
+                format!("{{{p}}}:a:{}", rotated.access.digest().to_hex()),
+                ("string", rotated.access_info.expires_at),
+            ),
+            (
+                format!("{{{p}}}:c:verify:198.51.100.7"),
+                ("hash", now.saturating_add(window)),
+            ),
+            // A claim's key is kept a minute past its `until`.
+            (
+                format!("{{{p}}}:o:{}", jti.to_hex()),
+                ("string", until.saturating_add(secs(60))),
+            ),
+        ]
+        .into_iter()
+        .collect();
 
         let mut conn = raw_connection(&url).await;
         let keys = keys_under(&mut conn, &prefix).await;
-        assert!(
-            keys.len() >= 5,
-            "a device grant, a user code, a grant, an access token, a counter and a claim \
-             cannot fit in {} keys: {keys:?}",
-            keys.len()
+        let mut want: Vec<&String> = expected.keys().collect();
+        want.sort();
+        assert_eq!(
+            keys.iter().collect::<Vec<_>>(),
+            want,
+            "unexpected key layout"
         );
+
         let real_now = SystemClock.now();
         for key in &keys {
+            let (kind, expires) = expected[key];
+            assert_eq!(kind_of(&mut conn, key).await, kind, "type of {key}");
             assert_eq!(
                 hash_tag(key),
                 Some(prefix.as_str()),
                 "{key} is not in the prefix's slot"
+            );
+            assert!(
+                !key.contains(subject),
+                "the subject is spelled out in {key}"
             );
             let value = dump(&mut conn, key).await;
             for secret in secrets {
@@ -537,16 +650,23 @@ mod redis_layout {
                 .await
                 .expect("PTTL");
             assert!(pttl > 0, "{key} has no TTL (PTTL {pttl})");
-            // The TTL ends when a record does (to within the time this test has taken).
-            let ends = lifetimes
-                .iter()
-                .map(|t| t.as_unix_millis() as i64 - real_now.as_unix_millis() as i64);
+            // The TTL ends when the record does (to within the time this test has taken).
+            let want = expires.as_unix_millis() as i64 - real_now.as_unix_millis() as i64;
             assert!(
-                ends.clone().any(|want| (pttl - want).abs() < 5_000),
-                "{key}: PTTL {pttl} ms, expected one of {:?} ms",
-                ends.collect::<Vec<_>>()
+                (pttl - want).abs() < 5_000,
+                "{key}: PTTL {pttl} ms, expected about {want} ms"
             );
         }
+        // The grant hash names its access token and subject by digest, for the scripts that
+        // revoke it.
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&grant_key)
+            .query_async(&mut conn)
+            .await
+            .expect("HGETALL");
+        assert_eq!(fields["v"], "1");
+        assert_eq!(fields["a"], rotated.access.digest().to_hex());
+        assert_eq!(fields["s"], Digest::of(subject.as_bytes()).to_hex());
         delete_prefix(&url, &prefix).await;
     }
 
@@ -560,68 +680,114 @@ mod redis_layout {
         let store: RedisStore = store(&url, &prefix).await;
         let mut conn = raw_connection(&url).await;
         let now = SystemClock.now();
+        let far = now.saturating_add(secs(3600)).as_unix_millis();
         let digest = AccessToken::generate().digest();
         let hex = digest.to_hex();
-        let family = FamilyKey::generate();
-        let id = family.grant_id();
+        let [string_grant, bad_json, incomplete] =
+            [[1u8; 16], [2; 16], [3; 16]].map(GrantId::from_bytes);
+        let p = &prefix;
 
-        let set = |key: String, value: &'static str| {
-            let mut conn = conn.clone();
-            async move {
-                let _: () = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(60_000)
-                    .query_async(&mut conn)
-                    .await
-                    .expect("SET");
-            }
-        };
-        set(
-            format!("{{{prefix}}}:{}:{hex}", layout::ACCESS_TOKEN),
-            "not json",
-        )
-        .await;
-        set(
-            format!("{{{prefix}}}:{}:{id}", layout::GRANT),
-            "{\"subject\":1}",
-        )
-        .await;
-        set(
-            format!("{{{prefix}}}:{}:{hex}", layout::DEVICE_GRANT),
-            "a string, not a hash",
-        )
-        .await;
-        let _: () = redis::cmd("HSET")
-            .arg(format!("{{{prefix}}}:{}:{hex}", layout::USER_CODE))
-            .arg("d")
-            .arg("zz")
-            .arg("x")
-            .arg(u64::MAX / 2)
-            .query_async(&mut conn)
-            .await
-            .expect("HSET");
+        async fn run(conn: &mut MultiplexedConnection, args: &[String]) {
+            let _: () = redis::cmd(&args[0])
+                .arg(&args[1..])
+                .query_async(conn)
+                .await
+                .expect("writing a corrupt record");
+        }
+        let far_s = far.to_string();
+        for cmd in [
+            vec!["SET".into(), format!("{{{p}}}:a:{hex}"), "not json".into()],
+            vec!["SET".into(), format!("{{{p}}}:d:{hex}"), "a string".into()],
+            vec![
+                "SET".into(),
+                format!("{{{p}}}:g:{string_grant}"),
+                "x".into(),
+            ],
+            vec![
+                "SET".into(),
+                format!("{{{p}}}:o:{hex}"),
+                "not a time".into(),
+            ],
+            vec![
+                "HSET".into(),
+                format!("{{{p}}}:u:{hex}"),
+                "d".into(),
+                "zz".into(),
+                "x".into(),
+                far_s.clone(),
+            ],
+            vec![
+                "HSET".into(),
+                format!("{{{p}}}:g:{bad_json}"),
+                "v".into(),
+                "0".into(),
+                "x".into(),
+                far_s.clone(),
+                "g".into(),
+                "{\"id\":1}".into(),
+            ],
+            vec![
+                "HSET".into(),
+                format!("{{{p}}}:g:{incomplete}"),
+                "v".into(),
+                "0".into(),
+            ],
+            vec![
+                "ZADD".into(),
+                format!("{{{p}}}:s:{}", Digest::of(b"mallory").to_hex()),
+                far_s.clone(),
+                bad_json.to_string(),
+            ],
+            vec![
+                "HSET".into(),
+                format!("{{{p}}}:c:k"),
+                "n".into(),
+                "many".into(),
+                "x".into(),
+                far_s.clone(),
+            ],
+        ] {
+            run(&mut conn, &cmd).await;
+        }
 
-        assert!(matches!(
-            store.access_token(&digest, now).await,
-            Err(StoreError::Backend(_))
+        let backend = |r: &StoreError| matches!(r, StoreError::Backend(_));
+        assert!(backend(
+            &store.access_token(&digest, now).await.unwrap_err()
         ));
-        assert!(matches!(
-            store.grant(&id, now).await,
-            Err(StoreError::Backend(_))
+        assert!(backend(
+            &store.device_grant(&digest, now).await.unwrap_err()
         ));
-        assert!(matches!(
-            store.revoke_grant(&id, now).await,
-            Err(StoreError::Backend(_))
+        assert!(backend(
+            &store
+                .device_grant_by_user_code(&digest, now)
+                .await
+                .unwrap_err()
         ));
-        assert!(matches!(
-            store.device_grant(&digest, now).await,
-            Err(StoreError::Backend(_))
+        assert!(backend(
+            &store
+                .grants_of(&Subject::new("mallory"), now)
+                .await
+                .unwrap_err()
         ));
-        assert!(matches!(
-            store.device_grant_by_user_code(&digest, now).await,
-            Err(StoreError::Backend(_))
+        for id in [string_grant, bad_json, incomplete] {
+            assert!(backend(&store.grant(&id, now).await.unwrap_err()), "{id}");
+            // (Revoking the undecodable grant does delete it: it fails closed.)
+            assert!(
+                backend(&store.revoke_grant(&id, now).await.unwrap_err()),
+                "{id}"
+            );
+        }
+        assert!(backend(
+            &store
+                .try_increment("k", 5, secs(60), now)
+                .await
+                .unwrap_err()
+        ));
+        assert!(backend(
+            &store
+                .claim_once(&digest, now.saturating_add(secs(60)), now)
+                .await
+                .unwrap_err()
         ));
         delete_prefix(&url, &prefix).await;
     }
@@ -635,47 +801,323 @@ mod redis_layout {
         let (p1, p2) = (unique_prefix("iso-a"), unique_prefix("iso-b"));
         let (a, b) = (store(&url, &p1).await, store(&url, &p2).await);
         let now = SystemClock.now();
-        let user = UserCodeFormat::default().generate();
-        let grant = DeviceGrant::new(
-            super::KIT_CLIENT.into(),
-            Scope::empty(),
-            user.digest(),
-            now,
-            Duration::from_secs(60),
-            Duration::from_secs(5),
-        );
-        let device = DeviceCode::generate().digest();
-        assert_eq!(
-            a.insert_device_grant(device, grant.clone(), now)
-                .await
-                .expect("insert"),
-            Insert::Inserted
-        );
+        let pending = insert_pending(&a, now, secs(60)).await;
+        let device = pending.device.digest();
         assert!(b.device_grant(&device, now).await.expect("read").is_none());
         // The same codes are free under the other prefix.
         assert_eq!(
-            b.insert_device_grant(device, grant, now)
+            b.insert_device_grant(device, pending.grant, now)
                 .await
                 .expect("insert"),
             Insert::Inserted
         );
-        let window = Duration::from_secs(60);
-        assert_eq!(
-            a.try_increment("k", 1, window, now).await.map(|c| c.value),
-            Ok(1)
-        );
-        // Had the counter been shared, the budget of one would be spent.
+        let issued = issue(&a, "alice", now).await;
+        assert!(b
+            .grant(&issued.grant.id, now)
+            .await
+            .expect("read")
+            .is_none());
+        assert!(b
+            .access_token(&issued.access.digest(), now)
+            .await
+            .expect("read")
+            .is_none());
+        assert!(b
+            .grants_of(&Subject::new("alice"), now)
+            .await
+            .expect("read")
+            .is_empty());
+        assert!(b
+            .revoke_grant(&issued.grant.id, now)
+            .await
+            .expect("revoke")
+            .is_none());
+        assert!(a
+            .access_token(&issued.access.digest(), now)
+            .await
+            .expect("read")
+            .is_some());
+        for _ in 0..2 {
+            assert!(
+                a.try_increment("k", 2, secs(60), now)
+                    .await
+                    .expect("count")
+                    .counted
+            );
+        }
         assert!(
-            b.try_increment("k", 1, window, now)
+            !a.try_increment("k", 2, secs(60), now)
                 .await
-                .expect("counter")
+                .expect("count")
                 .counted
         );
+        let fresh = b.try_increment("k", 2, secs(60), now).await.expect("count");
+        assert_eq!((fresh.counted, fresh.value), (true, 1));
         let jti = Digest::of(b"jti");
-        let until = now.saturating_add(window);
-        assert_eq!(a.claim_once(&jti, until, now).await, Ok(true));
-        assert_eq!(b.claim_once(&jti, until, now).await, Ok(true));
+        let until = now.saturating_add(secs(60));
+        assert!(a.claim_once(&jti, until, now).await.expect("claim"));
+        assert!(b.claim_once(&jti, until, now).await.expect("claim"));
+        // `a` holds one pending grant (the other was redeemed), `b` its copy.
+        assert_eq!(a.pending_device_grants(now).await, Ok(Some(1)));
+        assert_eq!(b.pending_device_grants(now).await, Ok(Some(1)));
         delete_prefix(&url, &p1).await;
         delete_prefix(&url, &p2).await;
+    }
+
+    /// The pending gauge counts exactly the device grants neither decided nor expired by the
+    /// caller's `now`.
+    #[tokio::test]
+    async fn pending_gauge_is_exact() {
+        with_store("pending_gauge_is_exact", |store| async move {
+            let now = SystemClock.now();
+            assert_eq!(store.pending_device_grants(now).await, Ok(Some(0)));
+            let short = insert_pending(&store, now, secs(60)).await;
+            let long = insert_pending(&store, now, secs(600)).await;
+            let denied = insert_pending(&store, now, secs(600)).await;
+            // A refused insert (the user code is taken) counts nothing.
+            let clash = DeviceGrant::new(
+                super::KIT_CLIENT.into(),
+                scope(),
+                long.user.digest(),
+                now,
+                secs(600),
+                secs(5),
+            );
+            assert_eq!(
+                store
+                    .insert_device_grant(DeviceCode::generate().digest(), clash, now)
+                    .await,
+                Ok(Insert::Taken)
+            );
+            assert_eq!(store.pending_device_grants(now).await, Ok(Some(3)));
+            // A poll that keeps the grant pending keeps it counted; a decision uncounts it.
+            let polled = match short.grant.poll(&super::KIT_CLIENT.into(), now) {
+                PollOutcome::Pending { next: Some(next) } => next,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert!(store
+                .replace_device_grant(&short.device.digest(), 0, polled, None, now)
+                .await
+                .expect("poll swap"));
+            let no = denied.grant.decide(Decision::Deny, now).expect("deny");
+            assert_eq!(no.status, GrantStatus::Denied);
+            assert!(store
+                .replace_device_grant(&denied.device.digest(), 0, no, None, now)
+                .await
+                .expect("deny swap"));
+            assert_eq!(store.pending_device_grants(now).await, Ok(Some(2)));
+            // Expiry by the caller's clock, not Redis's.
+            let later = now.saturating_add(secs(60));
+            assert_eq!(store.pending_device_grants(later).await, Ok(Some(1)));
+            let much_later = now.saturating_add(secs(600));
+            assert_eq!(store.pending_device_grants(much_later).await, Ok(Some(0)));
+        })
+        .await;
+    }
+
+    /// A subject with more grants than one revocation script takes loses all of them, each
+    /// with its access token, and nothing of another subject.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revoke_grants_of_takes_every_batch() {
+        with_store("revoke_grants_of_takes_every_batch", |store| async move {
+            let now = SystemClock.now();
+            let mut issued = Vec::new();
+            for _ in 0..130 {
+                issued.push(issue(&store, "bulk", now).await);
+            }
+            let other = issue(&store, "other", now).await;
+            assert_eq!(
+                store
+                    .grants_of(&Subject::new("bulk"), now)
+                    .await
+                    .expect("grants_of")
+                    .len(),
+                130
+            );
+            let mut revoked = store
+                .revoke_grants_of(&Subject::new("bulk"), now)
+                .await
+                .expect("revoke_grants_of");
+            let mut want: Vec<Grant> = issued.iter().map(|i| i.grant.clone()).collect();
+            revoked.sort_by_key(|g| g.id);
+            want.sort_by_key(|g| g.id);
+            assert_eq!(revoked, want);
+            for i in &issued {
+                assert!(store.grant(&i.grant.id, now).await.expect("read").is_none());
+                assert!(store
+                    .access_token(&i.access.digest(), now)
+                    .await
+                    .expect("read")
+                    .is_none());
+            }
+            assert!(store
+                .grants_of(&Subject::new("bulk"), now)
+                .await
+                .expect("grants_of")
+                .is_empty());
+            assert_eq!(
+                store
+                    .access_token(&other.access.digest(), now)
+                    .await
+                    .expect("read"),
+                Some(other.access_info.clone())
+            );
+            assert_eq!(
+                store.grants_of(&Subject::new("other"), now).await,
+                Ok(vec![other.grant.clone()])
+            );
+        })
+        .await;
+    }
+
+    /// The scripts hand times back to Redis without Lua's lossy number formatting: a record
+    /// that never expires (a saturated timestamp, capped at year 9999) still gets its TTL, and
+    /// its subject index the same one.
+    #[tokio::test]
+    async fn far_future_expiries_survive_the_scripts() {
+        with_store(
+            "far_future_expiries_survive_the_scripts",
+            |store| async move {
+                let now = SystemClock.now();
+                let issued = issue(&store, "forever", now).await;
+                let current = store
+                    .grant(&issued.grant.id, now)
+                    .await
+                    .expect("read")
+                    .expect("grant");
+                let rotated = rotate(
+                    &store,
+                    &current.record,
+                    current.version,
+                    &issued.refresh,
+                    now,
+                    Duration::from_millis(u64::MAX),
+                )
+                .await
+                .expect("rotation");
+                assert_eq!(
+                    rotated.grant.expires_at,
+                    Timestamp::from_unix_millis(u64::MAX)
+                );
+                // Year 9999, as `PEXPIREAT` takes it.
+                let cap = 253_402_300_799_999_i64;
+                let url = std::env::var("REDIS_URL").expect("with_store ran, so REDIS_URL is set");
+                let mut conn = raw_connection(&url).await;
+                let p = store.prefix();
+                for key in [
+                    format!("{{{p}}}:g:{}", rotated.grant.id),
+                    format!("{{{p}}}:s:{}", Digest::of(b"forever").to_hex()),
+                ] {
+                    let at: i64 = redis::cmd("PEXPIRETIME")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("PEXPIRETIME");
+                    assert_eq!(at, cap, "{key}");
+                }
+                assert_eq!(
+                    store.grants_of(&Subject::new("forever"), now).await,
+                    Ok(vec![rotated.grant.clone()])
+                );
+            },
+        )
+        .await;
+    }
+
+    /// An access token lives until it is revoked or expires, and revoking a grant deletes the
+    /// access token it names at that moment, not the one it was issued with. A grant whose
+    /// refresh token ends before its access token keeps its key until the access token ends,
+    /// so that revoking the grant (alone or with its subject's) still deletes the token.
+    #[tokio::test]
+    async fn access_tokens_live_until_revoked() {
+        with_store("access_tokens_live_until_revoked", |store| async move {
+            let now = SystemClock.now();
+            let url = std::env::var("REDIS_URL").expect("with_store ran, so REDIS_URL is set");
+            let mut conn = raw_connection(&url).await;
+            let p = store.prefix().to_owned();
+
+            // Over after a minute; its access token lasts ten.
+            let short = issue_for(&store, "erin", now, secs(60)).await;
+            let after = now.saturating_add(secs(120));
+            assert!(store
+                .grant(&short.grant.id, after)
+                .await
+                .expect("read")
+                .is_none());
+            assert!(store
+                .grants_of(&Subject::new("erin"), after)
+                .await
+                .expect("grants_of")
+                .is_empty());
+            assert_eq!(
+                store.access_token(&short.access.digest(), after).await,
+                Ok(Some(short.access_info.clone()))
+            );
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(format!("{{{p}}}:g:{}", short.grant.id))
+                .query_async(&mut conn)
+                .await
+                .expect("PTTL");
+            assert!(
+                pttl > 500_000,
+                "the grant key went before its token: {pttl}"
+            );
+            let revoked = store
+                .revoke_grants_of(&Subject::new("erin"), after)
+                .await
+                .expect("revoke_grants_of");
+            assert_eq!(revoked, vec![short.grant.clone()]);
+            assert_eq!(
+                store.access_token(&short.access.digest(), after).await,
+                Ok(None)
+            );
+
+            let issued = issue(&store, "carol", now).await;
+            let a1 = issued.access.digest();
+            assert_eq!(
+                store.access_token(&a1, now).await,
+                Ok(Some(issued.access_info.clone()))
+            );
+            let rotated = rotate(&store, &issued.grant, 0, &issued.refresh, now, secs(1800))
+                .await
+                .expect("rotation");
+            assert_eq!(store.access_token(&a1, now).await, Ok(None));
+            // A stale rotation (version 0 again) writes nothing.
+            assert!(
+                rotate(&store, &issued.grant, 0, &issued.refresh, now, secs(1800))
+                    .await
+                    .is_none()
+            );
+            let a2 = rotated.access.digest();
+            assert_eq!(
+                store.access_token(&a2, now).await,
+                Ok(Some(rotated.access_info.clone()))
+            );
+            let revoked = store
+                .revoke_grant(&issued.grant.id, now)
+                .await
+                .expect("revoke")
+                .expect("the grant was there");
+            assert_eq!(revoked, rotated.grant);
+            assert_eq!(store.access_token(&a2, now).await, Ok(None));
+            assert_eq!(store.revoke_access_token(&a2, now).await, Ok(false));
+            assert_eq!(
+                store.grants_of(&Subject::new("carol"), now).await,
+                Ok(vec![])
+            );
+            // A rotation after the revocation finds no grant.
+            let current = rotated.grant.clone();
+            assert_eq!(
+                current.presented(&rotated.refresh.digest(), now, GRACE),
+                Presented::Current
+            );
+            assert!(
+                rotate(&store, &current, 1, &rotated.refresh, now, secs(1800))
+                    .await
+                    .is_none()
+            );
+            assert!(store.grant(&current.id, now).await.expect("read").is_none());
+        })
+        .await;
     }
 }

@@ -6,19 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use ::redis::{
-    ErrorKind, IntoConnectionInfo, RedisError, Script, ScriptInvocation, ServerErrorKind,
-};
+use ::redis::{ErrorKind, IntoConnectionInfo, RedisError, Script, ServerErrorKind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::records::{
-    Client, ClientRegistry, IssuedTokens, RefreshTokenRecord, TokenInfo, Versioned,
-};
+use super::clients::{ClientRegistry, ClientSource};
+use super::records::{Client, Count, Insert, IssuedGrant, TokenInfo, Versioned};
 use super::traits::{Store, StoreError, StoreResult};
 use crate::clock::Timestamp;
 use crate::codes::Digest;
-use crate::grant::DeviceGrant;
+use crate::family::{Grant, Rotation};
+use crate::grant::{DeviceGrant, GrantStatus};
+use crate::ids::{GrantId, Subject};
 
 /// Expiry times are capped at the end of year 9999: a saturated [`Timestamp`] (`u64::MAX`) is
 /// not a valid `PEXPIREAT` argument, and Lua compares times as doubles, exact below 2^53.
@@ -28,16 +27,46 @@ const _: () = assert!(
     "Lua must represent every expiry exactly"
 );
 
-/// How often a take-once script is retried when the record it was given changed between the
-/// read and the script. Records are written once, so in practice this never loops.
-const MAX_ATTEMPTS: usize = 3;
+/// How many grants one [`REVOKE_GRANTS_OF`] script revokes; a subject with more is revoked in
+/// several scripts. Bounds how long one script holds the server.
+const REVOKE_BATCH: usize = 128;
 
-/// Insert-if-absent of a grant and its user-code index. A key whose retain-until time has
-/// passed (by the caller's `now`) counts as free, as in the memory store.
+/// How long a one-time claim's key outlives its `until`. Whether a claim is taken is decided
+/// by the caller's `now` against the stored `until`; the margin keeps a Redis clock running
+/// ahead of the instances' from dropping the key (and so freeing the claim, letting a DPoP
+/// proof be replayed) before `until` by their clocks.
+const CLAIM_TTL_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long after its expiry a device grant stays counted in the pending set before an insert
+/// prunes it. The count itself is exact by the caller's `now` (expired entries are not counted);
+/// the margin only keeps an instance whose clock runs ahead from pruning entries another
+/// instance still counts.
+const PENDING_PRUNE_MARGIN: Duration = Duration::from_secs(60);
+
+// ---- Lua scripts ----
+//
+// Conventions shared by every script:
+// * Times are Unix milliseconds as decimal strings; `now` is the caller's. Lua numbers are
+//   doubles, exact for every time below MAX_EXPIRY_MS.
+// * Versions are compared as decimal strings and the next version is computed by the caller,
+//   so no version ever passes through a Lua double.
+// * A number computed in Lua is passed back to Redis through string.format('%d', ...), never
+//   through Lua's own number-to-string conversion (which would write 1.7e+12).
+// * Keys known before the script runs are declared in KEYS. A key that can only be known from
+//   a record the script reads (the access token a grant names, a grant an index lists) is
+//   derived inside the script as TAG .. ':x:' .. hex, where TAG is the `{prefix}` hash tag at
+//   the start of KEYS[1]. Redis Cluster hashes a key by its first `{...}`, so a derived key is
+//   always in the same slot as KEYS[1], whatever follows the tag: the script never leaves its
+//   slot, and so never its node.
+
+/// Insert-if-absent of a device grant and its user-code index, and its place among the pending
+/// grants. A key whose retain-until time has passed (by the caller's `now`) counts as free, as
+/// in the memory store.
 ///
-/// KEYS: 1 grant, 2 user-code index.
-/// ARGV: 1 now, 2 grant JSON, 3 retain-until, 4 device-code hex.
-const INSERT_GRANT: &str = r"
+/// KEYS: 1 device grant, 2 user-code index, 3 pending set.
+/// ARGV: 1 now, 2 grant JSON, 3 retain-until, 4 device-code hex, 5 expires-at,
+///       6 `1` if the grant is pending, 7 prune pending entries that expired before this.
+const INSERT_DEVICE_GRANT: &str = r"
 local now = tonumber(ARGV[1])
 local function live(key)
   local x = redis.call('HGET', key, 'x')
@@ -51,19 +80,29 @@ redis.call('HSET', KEYS[1], 'v', '0', 'g', ARGV[2], 'x', ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], 'd', ARGV[4], 'x', ARGV[3])
 redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[7])
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+else
+  redis.call('ZREM', KEYS[3], ARGV[4])
+end
+local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIREAT', KEYS[3], string.format('%d', tonumber(last[2])))
+end
 return 1
 ";
 
-/// Compare-and-swap of a grant's version, storing the issued tokens in the same step.
+/// Compare-and-swap of a device grant's version; when tokens are issued, stores in the same
+/// step the new grant (version 0), its access token and its subject index entry.
 ///
-/// Versions are compared as decimal strings and the next version is computed by the caller, so
-/// no version ever passes through a Lua double.
-///
-/// KEYS: 1 grant, 2 user-code index of the new grant, 3 access token (optional),
-///       4 refresh token (optional).
-/// ARGV: 1 expected version, 2 new version, 3 now, 4 grant JSON, 5 retain-until,
-///       6 device-code hex, 7 access JSON, 8 access expiry, 9 refresh JSON, 10 refresh expiry.
-const REPLACE_GRANT: &str = r"
+/// KEYS: 1 device grant, 2 user-code index, 3 pending set; with an issue also
+///       4 grant, 5 access token, 6 subject index.
+/// ARGV: 1 expected version, 2 new version, 3 now, 4 device grant JSON, 5 retain-until,
+///       6 device-code hex, 7 `1` if still pending; with an issue also 8 grant JSON,
+///       9 grant expires-at, 10 access-token hex, 11 subject hex, 12 grant id hex,
+///       13 access JSON, 14 access expires-at, 15 grant keep-until.
+const REPLACE_DEVICE_GRANT: &str = r"
 local cur = redis.call('HMGET', KEYS[1], 'v', 'x')
 if cur[1] ~= ARGV[1] or not cur[2] or tonumber(cur[2]) <= tonumber(ARGV[3]) then
   return 0
@@ -75,106 +114,209 @@ if cur[2] ~= ARGV[5] and redis.call('HGET', KEYS[2], 'd') == ARGV[6] then
   redis.call('HSET', KEYS[2], 'x', ARGV[5])
   redis.call('PEXPIREAT', KEYS[2], ARGV[5])
 end
-if KEYS[3] then
-  redis.call('SET', KEYS[3], ARGV[7])
-  redis.call('PEXPIREAT', KEYS[3], ARGV[8])
+if ARGV[7] ~= '1' then
+  redis.call('ZREM', KEYS[3], ARGV[6])
 end
 if KEYS[4] then
-  redis.call('SET', KEYS[4], ARGV[9])
-  redis.call('PEXPIREAT', KEYS[4], ARGV[10])
+  redis.call('DEL', KEYS[4])
+  redis.call('HSET', KEYS[4], 'v', '0', 'g', ARGV[8], 'x', ARGV[9], 'a', ARGV[10], 's', ARGV[11])
+  redis.call('PEXPIREAT', KEYS[4], ARGV[15])
+  redis.call('SET', KEYS[5], ARGV[13])
+  redis.call('PEXPIREAT', KEYS[5], ARGV[14])
+  redis.call('ZADD', KEYS[6], ARGV[15], ARGV[12])
+  local last = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[6], string.format('%d', tonumber(last[2])))
 end
 return 1
 ";
 
-/// Take-once of a refresh token: deletes it and its access token and stores the new tokens.
+/// Compare-and-swap of a grant's rotation: the successor, its new access token, and the
+/// deletion of the replaced pair's access token, in one step.
 ///
-/// The caller read the old record to learn (and declare) its access token's key; the script
-/// checks the record is still that one, so the access token it deletes is the right one.
-/// Returns 1 on success, 0 when the old token is gone, -1 when it changed (read again).
-///
-/// KEYS: 1 old refresh, 2 old access, 3 new access, 4 new refresh (optional).
-/// ARGV: 1 old refresh record as read, 2 access JSON, 3 access expiry, 4 refresh JSON,
-///       5 refresh expiry.
-const ROTATE_REFRESH: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if not cur then
+/// KEYS: 1 grant, 2 new access token, 3 access token to revoke, 4 subject index.
+/// ARGV: 1 expected version, 2 new version, 3 now, 4 grant JSON, 5 grant expires-at,
+///       6 new access-token hex, 7 subject hex, 8 grant id hex, 9 access JSON,
+///       10 access expires-at, 11 grant keep-until.
+const REPLACE_GRANT: &str = r"
+local cur = redis.call('HMGET', KEYS[1], 'v', 'x')
+if cur[1] ~= ARGV[1] or not cur[2] or tonumber(cur[2]) <= tonumber(ARGV[3]) then
   return 0
 end
-if cur ~= ARGV[1] then
-  return -1
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'g', ARGV[4], 'x', ARGV[5], 'a', ARGV[6], 's', ARGV[7])
+redis.call('PEXPIREAT', KEYS[1], ARGV[11])
+redis.call('SET', KEYS[2], ARGV[9])
+redis.call('PEXPIREAT', KEYS[2], ARGV[10])
+if KEYS[3] ~= KEYS[2] then
+  redis.call('DEL', KEYS[3])
 end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SET', KEYS[3], ARGV[2])
-redis.call('PEXPIREAT', KEYS[3], ARGV[3])
-if KEYS[4] then
-  redis.call('SET', KEYS[4], ARGV[4])
-  redis.call('PEXPIREAT', KEYS[4], ARGV[5])
-end
+-- The grant's keep-until moved with the rotation: so does its index entry's, and the index's.
+redis.call('ZADD', KEYS[4], ARGV[11], ARGV[8])
+local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[4], string.format('%d', tonumber(last[2])))
 return 1
 ";
 
-/// Deletes a refresh token and its access token; same protocol as [`ROTATE_REFRESH`].
+/// Revokes a grant: deletes it, the access token it names at this moment and its subject index
+/// entry. The last two are derived from the grant's own fields (see the conventions above).
+/// Returns the grant's JSON, or nil if there was none.
 ///
-/// KEYS: 1 refresh, 2 its access token. ARGV: 1 refresh record as read.
-const REVOKE_REFRESH: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if not cur then
-  return 0
-end
-if cur ~= ARGV[1] then
-  return -1
-end
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
-";
-
-/// Increments a counter, or starts a new window at 1. The window end is stored beside the
-/// count so that expiry follows the caller's `now`, not only Redis's own clock.
-///
-/// KEYS: 1 counter. ARGV: 1 now, 2 end of a new window.
-const INCREMENT_COUNTER: &str = r"
-local cur = redis.call('HMGET', KEYS[1], 'n', 'x')
-if cur[1] and cur[2] and tonumber(cur[2]) > tonumber(ARGV[1]) then
-  return redis.call('HINCRBY', KEYS[1], 'n', 1)
+/// KEYS: 1 grant. ARGV: 1 grant id hex.
+const REVOKE_GRANT: &str = r"
+local tag = string.match(KEYS[1], '^{[^}]*}')
+local cur = redis.call('HMGET', KEYS[1], 'g', 'a', 's')
+if not cur[1] then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return redis.error_reply('incomplete grant record')
+  end
+  return false
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'n', 1, 'x', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+if cur[2] then
+  redis.call('DEL', tag .. ':a:' .. cur[2])
+end
+if cur[3] then
+  redis.call('ZREM', tag .. ':s:' .. cur[3], ARGV[1])
+end
+return cur[1]
+";
+
+/// The live grants a subject index lists, as JSON; drops the ids whose grant is gone (revoked,
+/// or reclaimed by its TTL). Grants expired by the caller's `now` but still stored are left
+/// out of the answer and kept in the index: a caller's clock never removes what another
+/// instance still considers live.
+///
+/// KEYS: 1 subject index. ARGV: 1 now.
+const GRANTS_OF: &str = r"
+local tag = string.match(KEYS[1], '^{[^}]*}')
+local now = tonumber(ARGV[1])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local cur = redis.call('HMGET', tag .. ':g:' .. id, 'g', 'x')
+  if not cur[1] then
+    redis.call('ZREM', KEYS[1], id)
+  elseif not cur[2] then
+    return redis.error_reply('incomplete grant record')
+  elseif tonumber(cur[2]) > now then
+    out[#out + 1] = cur[1]
+  end
+end
+return out
+";
+
+/// Revokes up to ARGV[1] grants of a subject, each as [`REVOKE_GRANT`] does, all in this one
+/// step. Returns {ids taken from the index, {grant JSON...}}.
+///
+/// KEYS: 1 subject index. ARGV: 1 batch size.
+const REVOKE_GRANTS_OF: &str = r"
+local tag = string.match(KEYS[1], '^{[^}]*}')
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local out = {}
+for _, id in ipairs(ids) do
+  local key = tag .. ':g:' .. id
+  local cur = redis.call('HMGET', key, 'g', 'a')
+  if cur[1] then
+    redis.call('DEL', key)
+    if cur[2] then
+      redis.call('DEL', tag .. ':a:' .. cur[2])
+    end
+    out[#out + 1] = cur[1]
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return {#ids, out}
+";
+
+/// Increments a counter if it is below the maximum; a missing or ended counter starts a new
+/// window at zero first. The window end is stored beside the count, so that expiry follows the
+/// caller's `now`. Returns {counted 1/0, value, window end}.
+///
+/// KEYS: 1 counter. ARGV: 1 now, 2 max, 3 end of a new window.
+const TRY_INCREMENT: &str = r"
+local cur = redis.call('HMGET', KEYS[1], 'n', 'x')
+local n, x
+if cur[1] and cur[2] and tonumber(cur[2]) > tonumber(ARGV[1]) then
+  n, x = tonumber(cur[1]), cur[2]
+else
+  n, x = 0, ARGV[3]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'n', '0', 'x', x)
+  redis.call('PEXPIREAT', KEYS[1], x)
+end
+if n < tonumber(ARGV[2]) then
+  return {1, redis.call('HINCRBY', KEYS[1], 'n', 1), x}
+end
+return {0, n, x}
+";
+
+/// Takes one back from a live counter, never below zero.
+///
+/// KEYS: 1 counter. ARGV: 1 now.
+const DECREMENT: &str = r"
+local cur = redis.call('HMGET', KEYS[1], 'n', 'x')
+if cur[1] and cur[2] and tonumber(cur[2]) > tonumber(ARGV[1]) and tonumber(cur[1]) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'n', -1)
+end
+return 1
+";
+
+/// Claims a one-time value until ARGV[2], unless a claim still holds by the caller's `now`.
+///
+/// KEYS: 1 claim. ARGV: 1 now, 2 until, 3 expiry of the key.
+const CLAIM_ONCE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and tonumber(cur) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 1
 ";
 
 /// The scripts, hashed once; `EVALSHA` falls back to loading a script the server lost.
 struct Scripts {
-    insert_grant: Script,
+    insert_device_grant: Script,
+    replace_device_grant: Script,
     replace_grant: Script,
-    rotate_refresh: Script,
-    revoke_refresh: Script,
-    increment_counter: Script,
+    revoke_grant: Script,
+    grants_of: Script,
+    revoke_grants_of: Script,
+    try_increment: Script,
+    decrement: Script,
+    claim_once: Script,
 }
 
 impl Scripts {
     fn new() -> Self {
         Scripts {
-            insert_grant: Script::new(INSERT_GRANT),
+            insert_device_grant: Script::new(INSERT_DEVICE_GRANT),
+            replace_device_grant: Script::new(REPLACE_DEVICE_GRANT),
             replace_grant: Script::new(REPLACE_GRANT),
-            rotate_refresh: Script::new(ROTATE_REFRESH),
-            revoke_refresh: Script::new(REVOKE_REFRESH),
-            increment_counter: Script::new(INCREMENT_COUNTER),
+            revoke_grant: Script::new(REVOKE_GRANT),
+            grants_of: Script::new(GRANTS_OF),
+            revoke_grants_of: Script::new(REVOKE_GRANTS_OF),
+            try_increment: Script::new(TRY_INCREMENT),
+            decrement: Script::new(DECREMENT),
+            claim_once: Script::new(CLAIM_ONCE),
         }
     }
 
-    fn all(&self) -> [&Script; 5] {
+    fn all(&self) -> [&Script; 9] {
         [
-            &self.insert_grant,
+            &self.insert_device_grant,
+            &self.replace_device_grant,
             &self.replace_grant,
-            &self.rotate_refresh,
-            &self.revoke_refresh,
-            &self.increment_counter,
+            &self.revoke_grant,
+            &self.grants_of,
+            &self.revoke_grants_of,
+            &self.try_increment,
+            &self.decrement,
+            &self.claim_once,
         ]
     }
 }
 
-/// Builds the key names of one prefix.
+/// Builds the key names of one prefix. The one-letter kinds must match the ones the scripts
+/// derive (`:a:`, `:g:`, `:s:`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Keys {
     /// The prefix in braces: the hash tag shared by every key.
@@ -203,25 +345,43 @@ impl Keys {
         format!("{}:{kind}:{}", self.tag, digest.to_hex())
     }
 
-    fn grant(&self, device_code: &Digest) -> String {
-        self.digest_key('g', device_code)
+    fn device_grant(&self, device_code: &Digest) -> String {
+        self.digest_key('d', device_code)
     }
 
     fn user_code(&self, user_code: &Digest) -> String {
         self.digest_key('u', user_code)
     }
 
-    fn access(&self, token: &Digest) -> String {
-        self.digest_key('a', token)
+    fn pending(&self) -> String {
+        format!("{}:p", self.tag)
     }
 
-    fn refresh(&self, token: &Digest) -> String {
-        self.digest_key('r', token)
+    fn grant(&self, id: &GrantId) -> String {
+        format!("{}:g:{id}", self.tag)
+    }
+
+    fn subject(&self, subject: &Subject) -> String {
+        self.digest_key('s', &subject_digest(subject))
+    }
+
+    fn access(&self, token: &Digest) -> String {
+        self.digest_key('a', token)
     }
 
     fn counter(&self, key: &str) -> String {
         format!("{}:c:{key}", self.tag)
     }
+
+    fn claim(&self, key: &Digest) -> String {
+        self.digest_key('o', key)
+    }
+}
+
+/// A subject as it appears in keys: its digest, so that index keys have a fixed length and no
+/// user identifier (an email address, say) is spelled out in a key name.
+fn subject_digest(subject: &Subject) -> Digest {
+    Digest::of(subject.as_str().as_bytes())
 }
 
 struct Inner {
@@ -237,7 +397,7 @@ struct Inner {
 ///
 /// ```no_run
 /// use tower_device_flow::store::RedisStore;
-/// use tower_device_flow::{Client, Clock, Scope, Store, SystemClock};
+/// use tower_device_flow::{Client, ClientSource, Clock, Scope, Store, SystemClock};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::builder()
@@ -250,10 +410,10 @@ struct Inner {
 /// // Like any `Store`, it is driven by the crate's services; used directly it looks like this:
 /// assert!(store.client("tv-app").await?.is_some());
 /// let window = std::time::Duration::from_secs(60);
-/// let attempts = store
-///     .increment_counter("verify:198.51.100.7", window, SystemClock.now())
+/// let attempt = store
+///     .try_increment("verify:198.51.100.7", 5, window, SystemClock.now())
 ///     .await?;
-/// # let _ = attempts;
+/// assert!(attempt.counted);
 /// # Ok(())
 /// # }
 /// ```
@@ -272,71 +432,111 @@ struct Inner {
 ///
 /// # Key layout
 ///
-/// Every key starts with the prefix (default `tdf`) in braces, a Redis Cluster *hash tag*. Codes
-/// and tokens appear only as the lower-case hex of their SHA-256 [`Digest`], never in plaintext.
+/// Every key starts with the prefix (default `tdf`) in braces, a Redis Cluster *hash tag*. Codes,
+/// tokens and subjects appear only as the lower-case hex of their SHA-256 [`Digest`], grants by
+/// their [`GrantId`] (itself a digest of the family key, which is never stored): a dump of Redis
+/// holds no usable code or token.
 ///
-/// | Key                     | Type   | Fields / value                                      | Expires at                    |
-/// |-------------------------|--------|-----------------------------------------------------|-------------------------------|
-/// | `{tdf}:g:<device hex>`  | hash   | `v` version, `g` grant JSON, `x` retain-until (ms)  | [`DeviceGrant::retain_until`] |
-/// | `{tdf}:u:<user hex>`    | hash   | `d` device-code hex, `x` retain-until (ms)          | the grant's retain-until      |
-/// | `{tdf}:a:<token hex>`   | string | [`TokenInfo`] JSON                                  | the token's `expires_at`      |
-/// | `{tdf}:r:<token hex>`   | string | [`RefreshTokenRecord`] JSON, names its access token | the token's `expires_at`      |
-/// | `{tdf}:c:<counter key>` | hash   | `n` count, `x` end of the window (ms)               | the end of the window         |
+/// | Key | Type | Holds | Expires at |
+/// |---|---|---|---|
+/// | `{tdf}:d:<device-code hex>` | hash | `v` version, `g` [`DeviceGrant`] JSON, `x` retain-until | [`DeviceGrant::retain_until`] |
+/// | `{tdf}:u:<user-code hex>` | hash | `d` device-code hex, `x` retain-until | its device grant's retain-until |
+/// | `{tdf}:p` | sorted set | device-code hex of each pending device grant, scored by its `expires_at` | the latest score |
+/// | `{tdf}:g:<grant id>` | hash | `v` version, `g` [`Grant`] JSON, `x` its [`Grant::expires_at`], `a` its access token's hex, `s` its subject's hex | the later of the grant's end and its access token's |
+/// | `{tdf}:s:<subject hex>` | sorted set | the subject's grant ids, each scored by when its grant key expires | the latest score |
+/// | `{tdf}:a:<access-token hex>` | string | [`TokenInfo`] JSON (names its grant) | [`TokenInfo::expires_at`] |
+/// | `{tdf}:c:<counter key>` | hash | `n` count, `x` end of the window | the end of the window |
+/// | `{tdf}:o:<one-time value hex>` | string | the `until` of the claim | `until` + 1 min |
 ///
 /// Times are Unix milliseconds; expiries are set with `PEXPIREAT` from the same timestamps.
+/// Refresh tokens have no keys: a grant holds the digests of its live refresh token and of the
+/// one its latest rotation superseded ([`crate::family`]). A grant is over at its `x`, but its
+/// key stays as long as its access token lives (which can be longer, with a refresh token
+/// shorter-lived than the access token), so that revoking the grant still deletes the token.
 ///
 /// Nothing outlives its flow: every key is written together with its expiry, in the same
 /// script, so no key is ever left without a TTL (not even if the process dies mid-request).
+/// A one-time claim's key is kept a minute past its `until` so that a Redis clock running ahead
+/// of the instances' cannot free a claim early (which would let a DPoP proof be replayed).
 ///
 /// # Redis Cluster: one slot per prefix
 ///
 /// A script may only touch keys of one hash slot. The keys one operation touches are unrelated
-/// random digests (a grant and its user code; an old refresh token, the access token it names,
-/// and the new pair), and the [`Store`] contract gives no way to derive one from another, so
-/// the only tag they can all share is the prefix. The consequence: all of one deployment's data
-/// lives in one slot, on one shard (and its replicas). That is cluster-*compatible* (no
-/// `CROSSSLOT` errors, scripts run on a cluster unchanged) but not cluster-*scaled*. It is the
-/// right trade-off here: a flow is a few hundred bytes and a handful of operations, while one
-/// Redis shard runs tens of thousands of such scripts a second. Deployments that must spread
-/// the load can run several stores with distinct prefixes (for example one per tenant), each
-/// landing on its own slot.
+/// random digests (a device grant and its user code; a grant, its old and new access tokens and
+/// its subject's index), so the only tag they can all share is the prefix. The consequence: all
+/// of one deployment's data lives in one slot, on one shard (and its replicas). That is
+/// cluster-*compatible* (no `CROSSSLOT` errors, scripts run on a cluster unchanged) but not
+/// cluster-*scaled*. It is the right trade-off here: a flow is a few hundred bytes and a
+/// handful of operations, while one Redis shard runs tens of thousands of such scripts a second.
+/// Deployments that must spread the load can run several stores with distinct prefixes (for
+/// example one per tenant), each landing on its own slot.
 ///
-/// Every script also *declares* every key it touches in `KEYS` (the refresh token's access token
-/// is read first, then passed in and verified by the script), as Redis requires for scripts
-/// and as cluster clients and proxies use for routing.
+/// Every key a script can know before it runs is declared in `KEYS`, as cluster clients and
+/// proxies use for routing. A few keys can only be known from a record the script reads: the
+/// access token and index entry of a grant being revoked, and the grants a subject index lists.
+/// Those scripts build the key from the hash tag at the start of their first declared key.
+/// Redis Cluster hashes a key by its first `{...}`, so such a key is in the declared key's slot
+/// whatever the record held: the script never leaves its slot.
+/// (Reading the record first to declare the key would cost a round trip and a retry loop for
+/// no gain, with every key of a prefix in one slot.)
 ///
 /// # Consistency
 ///
-/// Every change of state is one Lua script (or one single command), which Redis runs atomically:
+/// Every change of state is one Lua script, which Redis runs atomically (no `WATCH`/`MULTI`,
+/// so the shared multiplexed connection is never tied up):
 ///
-/// * [`insert_grant`](Store::insert_grant): insert-if-absent on both the grant and its
-///   user-code index, in one script; neither is written unless both are free.
-/// * [`replace_grant`](Store::replace_grant): compare-and-swap on the version, storing the
-///   issued tokens in the same script. Of any number of racing polls, exactly one swap succeeds,
-///   and tokens exist only for the poll that won.
-/// * [`rotate_refresh_token`](Store::rotate_refresh_token): take-once of the old refresh token
-///   (deleting it and the access token it names) and storing of the new tokens, in one script.
-/// * [`revoke_refresh_token`](Store::revoke_refresh_token): deletes the refresh token and its
-///   access token in one script; [`revoke_access_token`](Store::revoke_access_token) is one `DEL`.
-/// * [`increment_counter`](Store::increment_counter): increment, or start a new window and set
-///   its expiry, in one script.
+/// * [`insert_device_grant`](Store::insert_device_grant): insert-if-absent on both the device
+///   grant and its user-code index; neither is written unless both are free
+///   ([`Insert::Taken`]). Redis has no memory ceiling here: never [`Insert::Full`].
+/// * [`replace_device_grant`](Store::replace_device_grant): compare-and-swap on the version.
+///   When it issues, the same script stores the new grant (version 0), its access token and
+///   its subject index entry: of any number of racing polls on any number of instances, exactly
+///   one swap succeeds, and a grant exists only for the poll that won.
+/// * [`replace_grant`](Store::replace_grant): compare-and-swap on the grant's version that
+///   stores the new access token and deletes the replaced one in the same script, so of racing
+///   refreshes exactly one rotates, and a revoked (deleted) grant can never be rotated.
+/// * [`revoke_grant`](Store::revoke_grant): deletes the grant, the access token it names at
+///   that moment and its index entry in one script. A rotation on one instance and a revocation
+///   on another are therefore ordered by Redis: either the rotation ran first and its new token
+///   is the one the revocation deletes, or the revocation ran first and the rotation finds no
+///   grant and writes nothing. No live token is ever left behind a revoked grant.
+/// * [`revoke_grants_of`](Store::revoke_grants_of): revokes a subject's grants 128 at a time,
+///   each batch in one script (so, for any subject with at most 128 grants, all of them in one
+///   atomic step). A grant issued while it runs may survive, as the contract allows.
+///   [`grants_of`](Store::grants_of) answers the grants not over by the caller's `now`, and
+///   drops from the index the ids of grants that are gone (revoked, or reclaimed by their TTL).
+/// * [`access_token`](Store::access_token) is one `GET`: a token lives until its own expiry
+///   unless it is revoked, and every revocation and rotation deletes it in the script that ends
+///   it, so no separate check of its grant is needed.
+///   [`revoke_access_token`](Store::revoke_access_token) is one `DEL`.
+/// * [`try_increment`](Store::try_increment): the check against the maximum, the increment, and
+///   the start of a new window with its expiry, in one script: no number of concurrent calls
+///   takes a counter past its maximum. [`decrement`](Store::decrement) never goes below zero.
+/// * [`claim_once`](Store::claim_once): a `SET NX PXAT` decided by the caller's `now`: the
+///   script stores the claim's `until`, and a claim whose `until` has passed by the caller's
+///   `now` is free again.
+/// * [`pending_device_grants`](Store::pending_device_grants) is exact and cheap: one `ZCOUNT`
+///   (O(log n)) of the pending set, which gains a device code when it is inserted and loses it
+///   in the script that decides it; entries expired by more than a minute are pruned as new
+///   grants arrive.
 ///
-/// No `WATCH`/`MULTI` is used, so the shared multiplexed connection is never tied up.
-///
-/// **Retries.** A request whose reply is lost (a timeout, a dropped connection) is reported as
-/// [`StoreError::Unavailable`]; it may or may not have run. Neither this store nor the
-/// connection resends it. Retrying is safe anyway: a repeated `replace_grant` names a version
-/// that has already moved, so it fails and no second set of tokens is ever issued; a repeated
-/// rotation finds the old refresh token gone. The price of exactly-once: the tokens of a swap
-/// whose reply was lost are never handed out (they expire with their TTL), and the device's
-/// next poll hears `invalid_grant`, so its user starts over.
+/// **Lost replies.** A request whose reply is lost (a timeout, a dropped connection) is
+/// reported as [`StoreError::Unavailable`]; it may or may not have run. Neither this store nor
+/// the connection resends it. A repeated compare-and-swap names a version that has already
+/// moved, so it never issues twice; and the token endpoint looks for the access token it
+/// minted, answering with it if the write went through. If Redis is unreachable for that look
+/// too, the device hears `503` and retries: a poll then gets `invalid_grant` (its code is
+/// spent), while a refresh retried with its old refresh token within the grace period
+/// ([`DeviceFlowBuilder::refresh_token_grace`](crate::DeviceFlowBuilder::refresh_token_grace))
+/// is answered with a fresh pair and keeps its grant.
 ///
 /// **Time.** Expiry is decided by the `now` each method is given, exactly as in
-/// [`MemoryStore`](super::MemoryStore): a grant past its retain-until time or a counter past its
-/// window is treated as absent even while its key still exists. Redis TTLs, set from the same
-/// absolute timestamps, only reclaim the memory, so clocks of the application servers and of
-/// Redis should agree to within seconds (as NTP keeps them); a skew shortens or lengthens how
-/// long a key physically stays, not what the protocol decides.
+/// [`MemoryStore`](super::MemoryStore): a device grant or grant past its time, a counter past its
+/// window or a claim past its `until` is treated as absent even while its key still exists (an
+/// expired access token is returned, as the contract allows, and its callers refuse it). Redis TTLs, set from the same absolute
+/// timestamps, only reclaim the memory, so clocks of the application servers and of Redis
+/// should agree to within seconds (as NTP keeps them); a skew shortens or lengthens how long a
+/// key physically stays, not what the protocol decides.
 ///
 /// **Errors.** Connection failures, timeouts and a server that is loading, read-only or
 /// failing over map to [`StoreError::Unavailable`] (`503`); everything else (undecodable data,
@@ -517,48 +717,14 @@ where
     fn conn(&self) -> C {
         self.conn.clone()
     }
+}
 
-    /// Runs a take-once script on the refresh token `token`: reads its record to learn the
-    /// access token it names, then runs `script` with KEYS = [refresh, access, ...] and
-    /// ARGV = [record as read, ...], where `extra` appends the rest.
-    async fn take_refresh(
-        &self,
-        token: &Digest,
-        script: &Script,
-        extra: impl Fn(&mut ScriptInvocation<'_>) + Sync,
-    ) -> StoreResult<bool> {
-        let keys = &self.inner.keys;
-        let refresh_key = keys.refresh(token);
-        for _ in 0..MAX_ATTEMPTS {
-            let raw: Option<Vec<u8>> = ::redis::cmd("GET")
-                .arg(&refresh_key)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(store_error)?;
-            let Some(raw) = raw else {
-                return Ok(false);
-            };
-            let record: RefreshTokenRecord = from_json(&raw, "refresh token")?;
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(&refresh_key)
-                .key(keys.access(&record.access_token))
-                .arg(raw);
-            extra(&mut invocation);
-            let outcome: i64 = invocation
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(store_error)?;
-            match outcome {
-                1 => return Ok(true),
-                0 => return Ok(false),
-                // The record was replaced between the read and the script: read it again.
-                _ => continue,
-            }
-        }
-        Err(StoreError::Backend(
-            "refresh token record changed during every attempt".to_owned(),
-        ))
+impl<C> ClientSource for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+        Ok(self.inner.clients.get(client_id))
     }
 }
 
@@ -566,40 +732,47 @@ impl<C> Store for RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
-        Ok(self.inner.clients.get(client_id))
-    }
-
-    async fn insert_grant(
+    async fn insert_device_grant(
         &self,
         device_code: Digest,
         grant: DeviceGrant,
         now: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Insert> {
         let keys = &self.inner.keys;
+        let prune_before = now
+            .as_unix_millis()
+            .saturating_sub(PENDING_PRUNE_MARGIN.as_millis() as u64);
         let inserted: i64 = self
             .inner
             .scripts
-            .insert_grant
-            .key(keys.grant(&device_code))
+            .insert_device_grant
+            .key(keys.device_grant(&device_code))
             .key(keys.user_code(&grant.user_code))
+            .key(keys.pending())
             .arg(now.as_unix_millis())
-            .arg(to_json(&grant, "grant")?)
+            .arg(to_json(&grant, "device grant")?)
             .arg(expiry_ms(grant.retain_until()))
             .arg(device_code.to_hex())
+            .arg(expiry_ms(grant.expires_at))
+            .arg(flag(grant.status == GrantStatus::Pending))
+            .arg(prune_before)
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;
-        script_bool(inserted)
+        Ok(if script_bool(inserted)? {
+            Insert::Inserted
+        } else {
+            Insert::Taken
+        })
     }
 
-    async fn grant(
+    async fn device_grant(
         &self,
         device_code: &Digest,
         now: Timestamp,
     ) -> StoreResult<Option<Versioned<DeviceGrant>>> {
         let fields: (Option<String>, Option<String>, Option<Vec<u8>>) = ::redis::cmd("HMGET")
-            .arg(self.inner.keys.grant(device_code))
+            .arg(self.inner.keys.device_grant(device_code))
             .arg("v")
             .arg("x")
             .arg("g")
@@ -609,18 +782,22 @@ where
         let (version, retain_until, grant) = match fields {
             (None, None, None) => return Ok(None),
             (Some(v), Some(x), Some(g)) => (v, x, g),
-            _ => return Err(StoreError::Backend("incomplete grant record".to_owned())),
+            _ => {
+                return Err(StoreError::Backend(
+                    "incomplete device grant record".to_owned(),
+                ))
+            }
         };
-        if parse_u64(&retain_until, "grant expiry")? <= now.as_unix_millis() {
+        if parse_u64(&retain_until, "device grant expiry")? <= now.as_unix_millis() {
             return Ok(None);
         }
         Ok(Some(Versioned {
-            version: parse_u64(&version, "grant version")?,
-            record: from_json(&grant, "grant")?,
+            version: parse_u64(&version, "device grant version")?,
+            record: from_json(&grant, "device grant")?,
         }))
     }
 
-    async fn grant_by_user_code(
+    async fn device_grant_by_user_code(
         &self,
         user_code: &Digest,
         now: Timestamp,
@@ -646,51 +823,170 @@ where
             StoreError::Backend("malformed device-code digest in index".to_owned())
         })?;
         Ok(self
-            .grant(&device_code, now)
+            .device_grant(&device_code, now)
             .await?
             .map(|grant| (device_code, grant)))
     }
 
-    async fn replace_grant(
+    async fn replace_device_grant(
         &self,
         device_code: &Digest,
         expected_version: u64,
         grant: DeviceGrant,
-        issue: Option<IssuedTokens>,
+        issue: Option<IssuedGrant>,
         now: Timestamp,
     ) -> StoreResult<bool> {
         let keys = &self.inner.keys;
-        let new_version = expected_version
-            .checked_add(1)
-            .ok_or_else(|| StoreError::Backend("grant version overflow".to_owned()))?;
-        let mut invocation = self.inner.scripts.replace_grant.prepare_invoke();
+        let new_version = next_version(expected_version)?;
+        let mut invocation = self.inner.scripts.replace_device_grant.prepare_invoke();
         invocation
-            .key(keys.grant(device_code))
+            .key(keys.device_grant(device_code))
             .key(keys.user_code(&grant.user_code))
+            .key(keys.pending())
             .arg(expected_version)
             .arg(new_version)
             .arg(now.as_unix_millis())
-            .arg(to_json(&grant, "grant")?)
+            .arg(to_json(&grant, "device grant")?)
             .arg(expiry_ms(grant.retain_until()))
-            .arg(device_code.to_hex());
-        if let Some(issue) = &issue {
-            let (access, info) = &issue.access;
+            .arg(device_code.to_hex())
+            .arg(flag(grant.status == GrantStatus::Pending));
+        if let Some(IssuedGrant { grant, access }) = &issue {
             invocation
-                .key(keys.access(access))
-                .arg(to_json(info, "access token")?)
-                .arg(expiry_ms(info.expires_at));
-            if let Some((refresh, record)) = &issue.refresh {
-                invocation
-                    .key(keys.refresh(refresh))
-                    .arg(to_json(record, "refresh token")?)
-                    .arg(expiry_ms(record.expires_at));
-            }
+                .key(keys.grant(&grant.id))
+                .key(keys.access(&grant.access_token))
+                .key(keys.subject(&grant.subject))
+                .arg(to_json(grant, "grant")?)
+                .arg(expiry_ms(grant.expires_at))
+                .arg(grant.access_token.to_hex())
+                .arg(subject_digest(&grant.subject).to_hex())
+                .arg(grant.id.to_string())
+                .arg(to_json(access, "access token")?)
+                .arg(expiry_ms(access.expires_at))
+                .arg(keep_until(grant, access));
         }
         let swapped: i64 = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;
         script_bool(swapped)
+    }
+
+    async fn grant(&self, id: &GrantId, now: Timestamp) -> StoreResult<Option<Versioned<Grant>>> {
+        let fields: (Option<String>, Option<String>, Option<Vec<u8>>) = ::redis::cmd("HMGET")
+            .arg(self.inner.keys.grant(id))
+            .arg("v")
+            .arg("x")
+            .arg("g")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        let (version, expires_at, grant) = match fields {
+            (None, None, None) => return Ok(None),
+            (Some(v), Some(x), Some(g)) => (v, x, g),
+            _ => return Err(StoreError::Backend("incomplete grant record".to_owned())),
+        };
+        if parse_u64(&expires_at, "grant expiry")? <= now.as_unix_millis() {
+            return Ok(None);
+        }
+        Ok(Some(Versioned {
+            version: parse_u64(&version, "grant version")?,
+            record: from_json(&grant, "grant")?,
+        }))
+    }
+
+    async fn replace_grant(
+        &self,
+        id: &GrantId,
+        expected_version: u64,
+        rotation: Rotation,
+        access: TokenInfo,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let keys = &self.inner.keys;
+        let Rotation { next, revoke } = rotation;
+        if next.id != *id {
+            return Err(StoreError::Backend(format!(
+                "rotation of grant {id} names grant {}",
+                next.id
+            )));
+        }
+        let new_version = next_version(expected_version)?;
+        let swapped: i64 = self
+            .inner
+            .scripts
+            .replace_grant
+            .key(keys.grant(id))
+            .key(keys.access(&next.access_token))
+            .key(keys.access(&revoke))
+            .key(keys.subject(&next.subject))
+            .arg(expected_version)
+            .arg(new_version)
+            .arg(now.as_unix_millis())
+            .arg(to_json(&next, "grant")?)
+            .arg(expiry_ms(next.expires_at))
+            .arg(next.access_token.to_hex())
+            .arg(subject_digest(&next.subject).to_hex())
+            .arg(id.to_string())
+            .arg(to_json(&access, "access token")?)
+            .arg(expiry_ms(access.expires_at))
+            .arg(keep_until(&next, &access))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        script_bool(swapped)
+    }
+
+    async fn revoke_grant(&self, id: &GrantId, _now: Timestamp) -> StoreResult<Option<Grant>> {
+        let raw: Option<Vec<u8>> = self
+            .inner
+            .scripts
+            .revoke_grant
+            .key(self.inner.keys.grant(id))
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        raw.map(|raw| from_json(&raw, "grant")).transpose()
+    }
+
+    async fn grants_of(&self, subject: &Subject, now: Timestamp) -> StoreResult<Vec<Grant>> {
+        let raw: Vec<Vec<u8>> = self
+            .inner
+            .scripts
+            .grants_of
+            .key(self.inner.keys.subject(subject))
+            .arg(now.as_unix_millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        raw.iter().map(|raw| from_json(raw, "grant")).collect()
+    }
+
+    async fn revoke_grants_of(
+        &self,
+        subject: &Subject,
+        _now: Timestamp,
+    ) -> StoreResult<Vec<Grant>> {
+        let key = self.inner.keys.subject(subject);
+        let mut revoked = Vec::new();
+        loop {
+            let (taken, grants): (usize, Vec<Vec<u8>>) = self
+                .inner
+                .scripts
+                .revoke_grants_of
+                .key(&key)
+                .arg(REVOKE_BATCH)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(store_error)?;
+            for raw in &grants {
+                revoked.push(from_json(raw, "grant")?);
+            }
+            // Every id taken leaves the index, so this ends; a full batch may have more behind.
+            if taken < REVOKE_BATCH {
+                return Ok(revoked);
+            }
+        }
     }
 
     async fn access_token(
@@ -706,51 +1002,7 @@ where
         raw.map(|raw| from_json(&raw, "access token")).transpose()
     }
 
-    async fn refresh_token(
-        &self,
-        token: &Digest,
-        _now: Timestamp,
-    ) -> StoreResult<Option<RefreshTokenRecord>> {
-        let raw: Option<Vec<u8>> = ::redis::cmd("GET")
-            .arg(self.inner.keys.refresh(token))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(store_error)?;
-        raw.map(|raw| from_json(&raw, "refresh token")).transpose()
-    }
-
-    async fn rotate_refresh_token(
-        &self,
-        old: &Digest,
-        issue: IssuedTokens,
-        _now: Timestamp,
-    ) -> StoreResult<bool> {
-        let keys = &self.inner.keys;
-        let (access, info) = &issue.access;
-        let access = (
-            keys.access(access),
-            to_json(info, "access token")?,
-            expiry_ms(info.expires_at),
-        );
-        let refresh = match &issue.refresh {
-            Some((digest, record)) => Some((
-                keys.refresh(digest),
-                to_json(record, "refresh token")?,
-                expiry_ms(record.expires_at),
-            )),
-            None => None,
-        };
-        self.take_refresh(old, &self.inner.scripts.rotate_refresh, |invocation| {
-            let (key, json, expiry) = &access;
-            invocation.key(key).arg(json).arg(*expiry);
-            if let Some((key, json, expiry)) = &refresh {
-                invocation.key(key).arg(json).arg(*expiry);
-            }
-        })
-        .await
-    }
-
-    async fn revoke_access_token(&self, token: &Digest) -> StoreResult<bool> {
+    async fn revoke_access_token(&self, token: &Digest, _now: Timestamp) -> StoreResult<bool> {
         let deleted: i64 = ::redis::cmd("DEL")
             .arg(self.inner.keys.access(token))
             .query_async(&mut self.conn())
@@ -759,50 +1011,102 @@ where
         Ok(deleted > 0)
     }
 
-    async fn revoke_refresh_token(&self, token: &Digest) -> StoreResult<bool> {
-        self.take_refresh(token, &self.inner.scripts.revoke_refresh, |_| {})
-            .await
-    }
-
-    async fn increment_counter(
+    async fn try_increment(
         &self,
         key: &str,
+        max: u64,
         window: Duration,
         now: Timestamp,
-    ) -> StoreResult<u64> {
-        let count: i64 = self
+    ) -> StoreResult<Count> {
+        let (counted, value, resets_at): (i64, i64, String) = self
             .inner
             .scripts
-            .increment_counter
+            .try_increment
             .key(self.inner.keys.counter(key))
             .arg(now.as_unix_millis())
+            .arg(max)
             .arg(expiry_ms(now.saturating_add(window)))
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;
-        u64::try_from(count).map_err(|_| StoreError::Backend(format!("negative counter {count}")))
+        Ok(Count {
+            counted: script_bool(counted)?,
+            value: u64::try_from(value)
+                .map_err(|_| StoreError::Backend(format!("negative counter {value}")))?,
+            resets_at: Timestamp::from_unix_millis(parse_u64(&resets_at, "counter window")?),
+        })
     }
 
-    async fn counter(&self, key: &str, now: Timestamp) -> StoreResult<u64> {
-        let fields: (Option<String>, Option<String>) = ::redis::cmd("HMGET")
-            .arg(self.inner.keys.counter(key))
-            .arg("n")
-            .arg("x")
+    async fn decrement(&self, key: &str, now: Timestamp) -> StoreResult<()> {
+        let _: i64 = self
+            .inner
+            .scripts
+            .decrement
+            .key(self.inner.keys.counter(key))
+            .arg(now.as_unix_millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn claim_once(
+        &self,
+        key: &Digest,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let claimed: i64 = self
+            .inner
+            .scripts
+            .claim_once
+            .key(self.inner.keys.claim(key))
+            .arg(now.as_unix_millis())
+            .arg(expiry_ms(until))
+            .arg(expiry_ms(until.saturating_add(CLAIM_TTL_MARGIN)))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        script_bool(claimed)
+    }
+
+    async fn pending_device_grants(&self, now: Timestamp) -> StoreResult<Option<u64>> {
+        let count: u64 = ::redis::cmd("ZCOUNT")
+            .arg(self.inner.keys.pending())
+            .arg(format!("({}", now.as_unix_millis()))
+            .arg("+inf")
             .query_async(&mut self.conn())
             .await
             .map_err(store_error)?;
-        match fields {
-            (Some(n), Some(x)) if parse_u64(&x, "counter window")? > now.as_unix_millis() => {
-                parse_u64(&n, "counter")
-            }
-            _ => Ok(0),
-        }
+        Ok(Some(count))
     }
 }
 
 /// A timestamp as a `PEXPIREAT` argument, capped at [`MAX_EXPIRY_MS`].
 fn expiry_ms(t: Timestamp) -> u64 {
     t.as_unix_millis().min(MAX_EXPIRY_MS)
+}
+
+/// When a grant's key may go: at the grant's end, or at its access token's if that is later.
+/// The access token lives until its own expiry (a refresh token may be shorter-lived), and until
+/// then a revocation must still find the grant to delete it.
+fn keep_until(grant: &Grant, access: &TokenInfo) -> u64 {
+    expiry_ms(grant.expires_at.max(access.expires_at))
+}
+
+/// A flag as a script argument.
+fn flag(b: bool) -> &'static str {
+    if b {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+fn next_version(expected: u64) -> StoreResult<u64> {
+    expected
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Backend("version overflow".to_owned()))
 }
 
 fn to_json<T: Serialize>(value: &T, what: &str) -> StoreResult<String> {
@@ -869,13 +1173,42 @@ mod tests {
         let keys = Keys::new("tdf").unwrap();
         let d = Digest::of(b"secret");
         let hex = d.to_hex();
-        assert_eq!(keys.grant(&d), format!("{{tdf}}:g:{hex}"));
+        assert_eq!(keys.device_grant(&d), format!("{{tdf}}:d:{hex}"));
         assert_eq!(keys.user_code(&d), format!("{{tdf}}:u:{hex}"));
         assert_eq!(keys.access(&d), format!("{{tdf}}:a:{hex}"));
-        assert_eq!(keys.refresh(&d), format!("{{tdf}}:r:{hex}"));
+        assert_eq!(keys.claim(&d), format!("{{tdf}}:o:{hex}"));
+        assert_eq!(keys.pending(), "{tdf}:p");
+        let id = GrantId::from_bytes([0xab; 16]);
+        assert_eq!(keys.grant(&id), format!("{{tdf}}:g:{}", "ab".repeat(16)));
+        let subject = Subject::new("alice@example.com");
+        assert_eq!(
+            keys.subject(&subject),
+            format!("{{tdf}}:s:{}", Digest::of(b"alice@example.com").to_hex())
+        );
         // Braces later in a key do not move the tag: Redis uses the first `{...}`.
         assert_eq!(keys.counter("ip:{x}"), "{tdf}:c:ip:{x}");
         assert_eq!(keys.prefix(), "tdf");
+    }
+
+    /// The scripts derive keys from the tag with the same one-letter kinds as [`Keys`].
+    #[test]
+    fn scripts_derive_keys_of_the_same_kinds() {
+        for (script, kinds) in [
+            (REVOKE_GRANT, &["':a:'", "':s:'"][..]),
+            (GRANTS_OF, &["':g:'"][..]),
+            (REVOKE_GRANTS_OF, &["':g:'", "':a:'"][..]),
+        ] {
+            assert!(script.contains("string.match(KEYS[1], '^{[^}]*}')"));
+            for kind in kinds {
+                assert!(script.contains(&format!("tag .. {kind} ..")), "{kind}");
+            }
+        }
+        let keys = Keys::new("p").unwrap();
+        assert!(keys.access(&Digest::of(b"x")).starts_with("{p}:a:"));
+        assert!(keys.subject(&Subject::new("x")).starts_with("{p}:s:"));
+        assert!(keys
+            .grant(&GrantId::from_bytes([0; 16]))
+            .starts_with("{p}:g:"));
     }
 
     #[test]
