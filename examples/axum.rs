@@ -19,6 +19,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+#[path = "common/server_loop.rs"]
+mod server_loop;
+
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -134,8 +137,9 @@ async fn main() {
         }
     };
     println!("axum example listening on http://{addr}");
-    if let Err(e) = axum::serve(listener, app(&flow)).await {
-        eprintln!("server error: {e}");
-        std::process::exit(1);
-    }
+    // Not `axum::serve`: it has no header-read timeout or connection cap. The shared loop
+    // also puts the peer address in each request as a `ClientAddr`, for the per-source limits.
+    // (With `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`,
+    // copy `ConnectInfo<SocketAddr>` into a `ClientAddr` with a `map_request` middleware.)
+    server_loop::serve(listener, app(&flow), server_loop::ServerLimits::default()).await;
 }

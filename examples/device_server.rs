@@ -11,6 +11,12 @@
 //! Its HTTP surface is fixed by `DEMO_CONTRACT.md`: clients `demo-device` (public) and
 //! `demo-confidential` (secret `demo-secret`), end users `alice` and `bob` signing in to the
 //! verification page with HTTP Basic, and three API routes, two of them guarded by scope.
+//!
+//! It is served by the loop of `examples/common/server_loop.rs`: request heads (and idle
+//! keep-alive connections) time out after `--header-timeout` seconds (default 10), at most
+//! `--max-connections` (default 4096) are open, accept errors back off. Flood and guessing
+//! limits count per TCP peer address (no proxy header is trusted), so 127.0.0.2 and 127.0.0.3
+//! are counted apart; `--no-limits` turns the per-source ones off for load tests.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,17 +27,19 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::form::RECOMMENDED_BODY_TIMEOUT;
-use tower_device_flow::{BasicLogin, Client, DeviceFlow, MemoryStore, Scope, Store, TokenInfo};
+use tower_device_flow::{
+    BasicLogin, Client, DeviceFlow, Limits, MemoryStore, Scope, Store, TokenInfo,
+};
+
+#[path = "common/server_loop.rs"]
+mod server_loop;
 
 const USAGE: &str =
     "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS] \
-[--redis URL [--redis-prefix PREFIX]]";
+[--redis URL [--redis-prefix PREFIX]] [--no-limits] [--header-timeout SECS] [--max-connections N]";
 
 struct Args {
     addr: SocketAddr,
@@ -39,6 +47,8 @@ struct Args {
     interval: u64,
     redis: Option<String>,
     redis_prefix: String,
+    no_limits: bool,
+    server: server_loop::ServerLimits,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,11 +58,17 @@ fn parse_args() -> Result<Args, String> {
         interval: 5,
         redis: None,
         redis_prefix: "tdf".into(),
+        no_limits: false,
+        server: server_loop::ServerLimits::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.into());
+        }
+        if flag == "--no-limits" {
+            args.no_limits = true;
+            continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}\n{USAGE}");
@@ -62,6 +78,13 @@ fn parse_args() -> Result<Args, String> {
             "--interval" => args.interval = value.parse().map_err(|e| bad(&e))?,
             "--redis" => args.redis = Some(value),
             "--redis-prefix" => args.redis_prefix = value,
+            "--header-timeout" => {
+                let secs: u64 = value.parse().map_err(|e| bad(&e))?;
+                args.server.header_read_timeout = Duration::from_secs(secs.max(1));
+            }
+            "--max-connections" => {
+                args.server.max_connections = value.parse().map_err(|e| bad(&e))?
+            }
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -146,6 +169,12 @@ async fn serve<S: Store>(store: S, args: Args) {
         .body_read_timeout(Some(RECOMMENDED_BODY_TIMEOUT))
         .end_user(BasicLogin::users("device", USERS))
         .scopes_supported(scopes)
+        // Per TCP peer: the demo trusts no proxy header.
+        .limits(if args.no_limits {
+            Limits::default().without_per_source()
+        } else {
+            Limits::default()
+        })
         .build();
 
     // The two guarded routes and the same handler shape without the layer.
@@ -201,19 +230,5 @@ async fn serve<S: Store>(store: S, args: Args) {
         }
     };
     println!("device_server listening on http://{}", args.addr);
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                eprintln!("accept failed: {e}");
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    server_loop::serve(listener, app, args.server).await;
 }

@@ -180,12 +180,48 @@ pub async fn serve(
     Server::builder()
         // HTTP/1.1 for the OAuth endpoints (device client, browser); gRPC stays on HTTP/2.
         .accept_http1(true)
-        // The first layer is the outermost: OAuth endpoint paths are answered before the guard.
+        // The first layer is the outermost: the peer address for the per-source limits, then
+        // the OAuth endpoint paths, answered before the guard.
+        .layer(tower::layer::layer_fn(|inner| PeerAddr { inner }))
         .layer(flow.endpoints_layer())
         .layer(flow.require_oauth("profile"))
         .add_service(ProfileServer)
         .serve_with_incoming(TcpIncoming::from(listener))
         .await
+}
+
+/// Copies tonic's `TcpConnectInfo` into the `ClientAddr` the flow's per-source limits read.
+#[derive(Clone)]
+struct PeerAddr<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for PeerAddr<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let peer = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr());
+        if let Some(peer) = peer {
+            req.extensions_mut()
+                .insert(tower_device_flow::ClientAddr(peer));
+        }
+        self.inner.call(req)
+    }
 }
 
 const USAGE: &str = "usage: tonic [--addr HOST:PORT] [--interval SECS]\n       \

@@ -5,16 +5,22 @@
 //! 2.3.1), `client_secret_post` (`client_id` and `client_secret` in the body) and `none`
 //! (a public client names itself with `client_id`). A request that uses two methods at once is
 //! `invalid_request`; every authentication failure is `invalid_client` (401).
+//!
+//! Wrong secrets are counted per (client, source) and per source in the store
+//! ([`FailedAuthLimits`](crate::limits::FailedAuthLimits)); once a budget is spent the answer
+//! is 429 with `Retry-After`, before the secret is checked.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use http::header::{self, HeaderMap};
 
+use http::request::Parts;
 use http::Request;
 use http_body::Body;
 
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 use crate::form::{decode, read_form, BodyLimits, Form};
+use crate::limits::{reserve_attempt, retry_after_until, too_many, AuthKind, Limiter};
 use crate::store::{Client, Store};
 
 /// A client authentication method (RFC 7591 2 `token_endpoint_auth_method` names).
@@ -214,14 +220,48 @@ pub(crate) fn presented(
     Ok(p)
 }
 
-/// Authenticates the client of a form request against the store.
+/// Authenticates the client of a form request against the store, counting a wrong secret
+/// against the failure budgets of its source.
 pub(crate) async fn authenticate<S: Store>(
     store: &S,
-    headers: &HeaderMap,
+    parts: &Parts,
     form: &Form,
     methods: ClientAuthMethods,
+    limiter: &Limiter,
 ) -> Result<Client, OAuthError> {
-    let p = presented(headers, form, methods)?;
+    let p = presented(&parts.headers, form, methods)?;
+    if p.secret.is_none() {
+        return check(store, &p, methods).await;
+    }
+    let now = limiter.now();
+    let source = limiter.resolve(&parts.extensions, &parts.headers).source;
+    let limits = &limiter.limits.failed_auth;
+    let reservation =
+        match reserve_attempt(store, limits, AuthKind::Client, &p.client_id, source, now).await? {
+            Ok(r) => r,
+            Err(spent) => {
+                tracing::warn!(client_id = %p.client_id, "client secret failure limit reached");
+                return Err(too_many(
+                    ErrorCode::TemporarilyUnavailable,
+                    "too many failed client authentications; retry later",
+                    retry_after_until(spent.until, now),
+                ));
+            }
+        };
+    let result = check(store, &p, methods).await;
+    match &result {
+        Err(e) if e.code() == ErrorCode::InvalidClient => reservation.failed(store, now).await?,
+        _ => reservation.succeeded(store, now).await?,
+    }
+    result
+}
+
+/// The check itself, once the attempt may be made.
+async fn check<S: Store>(
+    store: &S,
+    p: &Presented,
+    methods: ClientAuthMethods,
+) -> Result<Client, OAuthError> {
     let client = store
         .client(&p.client_id)
         .await?
@@ -249,15 +289,16 @@ pub(crate) async fn authenticated_form<S, B>(
     limits: &BodyLimits,
     req: Request<B>,
     methods: ClientAuthMethods,
-) -> Result<(Form, Client), OAuthError>
+    limiter: &Limiter,
+) -> Result<(Parts, Form, Client), OAuthError>
 where
     S: Store,
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, form) = read_form(req, limits).await?;
-    let client = authenticate(store, &parts.headers, &form, methods).await?;
-    Ok((form, client))
+    let client = authenticate(store, &parts, &form, methods, limiter).await?;
+    Ok((parts, form, client))
 }
 
 #[cfg(test)]

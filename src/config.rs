@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::codes::{DeviceCodeGenerator, UserCodeGenerator};
 use crate::end_user::EndUserResolver;
 use crate::form::BodyLimits;
+use crate::limits::Limiter;
 use crate::page::VerificationPage;
 use crate::scope::Scope;
 
@@ -45,14 +46,7 @@ impl Default for Paths {
 /// Builds `verification_uri_complete` from the verification URI and the displayed user code.
 pub type CompleteUriFn = dyn Fn(&str, &str) -> String + Send + Sync;
 
-/// A limit on failed user-code entries: at most `max` failures per `window`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttemptLimit {
-    /// Failures allowed in one window.
-    pub max: u64,
-    /// The window, counted from the first failure.
-    pub window: Duration,
-}
+pub use crate::limits::AttemptLimit;
 
 pub(crate) struct Config {
     pub(crate) issuer: String,
@@ -71,8 +65,7 @@ pub(crate) struct Config {
     pub(crate) paths: Paths,
     pub(crate) end_user: Arc<dyn EndUserResolver>,
     pub(crate) page: Arc<dyn VerificationPage>,
-    pub(crate) per_user_attempts: AttemptLimit,
-    pub(crate) overall_attempts: Option<AttemptLimit>,
+    pub(crate) limiter: Limiter,
     pub(crate) realm: String,
     pub(crate) scopes_supported: Option<Scope>,
     pub(crate) grants_per_client: Option<u64>,

@@ -22,6 +22,17 @@ pub trait EndUserResolver: Send + Sync + 'static {
     fn challenge(&self) -> Option<HeaderValue> {
         None
     }
+
+    /// The account the request presents credentials for, right or wrong (the user name of a
+    /// password login), if this resolver checks credentials itself. Then the verification
+    /// service limits failed sign-ins per (account, source) and per source
+    /// ([`FailedAuthLimits`](crate::limits::FailedAuthLimits)), and refuses with 429 before
+    /// [`end_user`](Self::end_user) is asked once a budget is spent. Default: `None`, for a
+    /// login that happens (and is limited) elsewhere, such as a session cookie.
+    fn login_attempt(&self, request: &Parts) -> Option<String> {
+        let _ = request;
+        None
+    }
 }
 
 impl<F> EndUserResolver for F
@@ -110,19 +121,29 @@ where
     F: Fn(&str, &str) -> bool + Send + Sync + 'static,
 {
     fn end_user(&self, request: &Parts) -> Option<Subject> {
-        let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, encoded) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = STANDARD.decode(encoded.trim()).ok()?;
-        let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-        (self.verify)(user, password).then(|| Subject::new(user))
+        let (user, password) = basic_credentials(request)?;
+        (self.verify)(&user, &password).then(|| Subject::new(user))
     }
 
     fn challenge(&self) -> Option<HeaderValue> {
         Some(self.challenge.clone())
     }
+
+    fn login_attempt(&self, request: &Parts) -> Option<String> {
+        basic_credentials(request).map(|(user, _)| user)
+    }
+}
+
+/// The user name and password of `Authorization: Basic` (RFC 7617).
+fn basic_credentials(request: &Parts) -> Option<(String, String)> {
+    let value = request.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 #[cfg(test)]
@@ -150,6 +171,12 @@ mod tests {
         assert_eq!(login.end_user(&parts(Some(&bad))), None);
         assert_eq!(login.end_user(&parts(Some(&other))), None);
         assert_eq!(login.end_user(&parts(Some("Bearer x"))), None);
+        // The account tried is known whether or not the password is right.
+        assert_eq!(
+            login.login_attempt(&parts(Some(&bad))).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(login.login_attempt(&parts(Some("Bearer x"))), None);
         assert_eq!(login.end_user(&parts(None)), None);
         assert_eq!(
             login.challenge().unwrap(),

@@ -234,7 +234,7 @@ pub(crate) fn log_rejection(e: &OAuthError) {
     }
 }
 
-/// A JSON response with the no-store headers every OAuth response carries.
+/// A JSON response with the no-store headers every OAuth response carries, and `nosniff`.
 pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(body));
     *res.status_mut() = status;
@@ -245,6 +245,10 @@ pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Full<By
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     res
 }
 
@@ -261,6 +265,7 @@ mod tests {
             .unwrap()
             .starts_with("Basic"));
         assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(res.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 pub use crate::config::{AttemptLimit, CompleteUriFn, Paths};
 
 use crate::bearer::{RequireOAuthLayer, ScopeRequirement};
+use crate::client_addr::{ClientAddrs, TrustedProxies};
 use crate::client_auth::ClientAuthMethods;
 use crate::clock::{Clock, SystemClock};
 use crate::codes::{DeviceCodeGenerator, RandomDeviceCode, UserCodeFormat, UserCodeGenerator};
@@ -17,6 +18,7 @@ use crate::endpoints::EndpointsLayer;
 use crate::family::DEFAULT_REFRESH_GRACE;
 use crate::form::BodyLimits;
 use crate::introspection::Introspection;
+use crate::limits::{Limiter, Limits};
 use crate::metadata::Metadata;
 use crate::page::{DefaultPage, VerificationPage};
 use crate::revocation::Revocation;
@@ -88,14 +90,9 @@ impl<S: Store> DeviceFlow<S> {
             paths: Paths::default(),
             end_user: Arc::new(FromExtensions),
             page: Arc::new(DefaultPage),
-            per_user_attempts: AttemptLimit {
-                max: 5,
-                window: Duration::from_secs(15 * 60),
-            },
-            overall_attempts: Some(AttemptLimit {
-                max: 1_000,
-                window: Duration::from_secs(15 * 60),
-            }),
+            limits: Limits::default(),
+            proxies: TrustedProxies::none(),
+            ipv6_prefix: 64,
             realm: "api".into(),
             scopes_supported: None,
             grants_per_client: None,
@@ -193,8 +190,9 @@ pub struct DeviceFlowBuilder<S> {
     paths: Paths,
     end_user: Arc<dyn EndUserResolver>,
     page: Arc<dyn VerificationPage>,
-    per_user_attempts: AttemptLimit,
-    overall_attempts: Option<AttemptLimit>,
+    limits: Limits,
+    proxies: TrustedProxies,
+    ipv6_prefix: u8,
     realm: String,
     scopes_supported: Option<Scope>,
     grants_per_client: Option<u64>,
@@ -341,16 +339,39 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
-    /// Failed user-code entries allowed per end user (default 5 per 15 minutes).
+    /// Failed user-code entries allowed per end user (default 5 per 15 minutes); see
+    /// [`GuessingLimits`](crate::limits::GuessingLimits).
     pub fn failed_attempts_per_user(mut self, limit: AttemptLimit) -> Self {
-        self.per_user_attempts = limit;
+        self.limits.guessing.per_user = limit;
         self
     }
 
-    /// Failed user-code entries allowed across all end users (default 1 000 per 15 minutes;
-    /// `None` for no overall limit).
+    /// Failed user-code entries across all end users past which the budgets of those who
+    /// already failed tighten (default 1 000 per 15 minutes; `None` never to tighten). It
+    /// never refuses an end user who has not entered a wrong code; see
+    /// [`GuessingLimits`](crate::limits::GuessingLimits).
     pub fn failed_attempts_overall(mut self, limit: Option<AttemptLimit>) -> Self {
-        self.overall_attempts = limit;
+        self.limits.guessing.under_attack = limit;
+        self
+    }
+
+    /// Every flood, guessing and failed-authentication limit (default [`Limits::default`]).
+    /// The per-source ones need the client address: see [`client_addr`](crate::client_addr).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The reverse proxies whose forwarding header names the client (default: none, the TCP
+    /// peer is the client).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// How many leading bits of an IPv6 address make one source for the limits (default 64).
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits.min(128);
         self
     }
 
@@ -390,6 +411,11 @@ impl<S: Store> DeviceFlowBuilder<S> {
         let verification_uri = self
             .verification_uri
             .unwrap_or_else(|| format!("{}{}", self.issuer, self.paths.verification));
+        let clients = ClientAddrs {
+            proxies: self.proxies,
+            ipv6_prefix: self.ipv6_prefix,
+        };
+        let limiter = Limiter::new(self.limits, clients, self.clock.clone());
         DeviceFlow {
             shared: Arc::new(Shared {
                 store: self.store,
@@ -411,8 +437,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     paths: self.paths,
                     end_user: self.end_user,
                     page: self.page,
-                    per_user_attempts: self.per_user_attempts,
-                    overall_attempts: self.overall_attempts,
+                    limiter,
                     realm: self.realm,
                     scopes_supported: self.scopes_supported,
                     grants_per_client: self.grants_per_client,

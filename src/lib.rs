@@ -98,10 +98,12 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod bearer;
+pub mod client_addr;
 pub mod client_auth;
 pub mod clock;
 pub mod codes;
 mod config;
+mod cross_site;
 pub mod device_authorization;
 mod end_user;
 pub mod endpoints;
@@ -112,6 +114,7 @@ pub mod form;
 pub mod grant;
 mod ids;
 pub mod introspection;
+pub mod limits;
 pub mod metadata;
 mod page;
 pub mod response;
@@ -122,6 +125,7 @@ pub mod token;
 pub mod verification;
 
 pub use bearer::{RequireOAuth, RequireOAuthLayer, ScopeRequirement};
+pub use client_addr::{ClientAddr, ForwardedHeader, TrustedProxies};
 pub use client_auth::{ClientAuthMethod, ClientAuthMethods};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use codes::{
@@ -137,6 +141,7 @@ pub use form::BodyLimits;
 pub use grant::{DeviceGrant, GrantStatus, RequestOrigin};
 pub use ids::{Audience, GrantId};
 pub use introspection::Introspection;
+pub use limits::{Limits, RateLimit};
 pub use metadata::Metadata;
 pub use response::{OAuthBody, ResponseBody};
 pub use revocation::Revocation;

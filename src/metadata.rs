@@ -84,6 +84,10 @@ impl<B> Service<Request<B>> for Metadata {
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=3600"),
             );
+            res.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             res
         } else {
             let mut res = OAuthError::invalid_request("only GET is allowed")

@@ -32,11 +32,12 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (form, client) = authenticated_form(
+    let (_, form, client) = authenticated_form(
         &shared.store,
         &shared.config.body,
         req,
         shared.config.token_auth,
+        &shared.config.limiter,
     )
     .await?;
     let token = form.require("token")?;

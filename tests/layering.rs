@@ -22,6 +22,9 @@ const FLOORS: &[(&str, &[&str])] = &[
         "shared configuration and plumbing",
         &[
             "form",
+            "client_addr",
+            "cross_site",
+            "limits",
             "client_auth",
             "end_user",
             "page",

@@ -101,6 +101,10 @@ impl Refusal {
             };
             h.insert("grpc-status", HeaderValue::from_static(status));
             h.insert("grpc-message", self.grpc_message.clone());
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             res
         } else {
             json_response(self.status, self.body.clone())

@@ -39,7 +39,8 @@ use crate::client_auth::authenticated_form;
 use crate::clock::Timestamp;
 use crate::config::Shared;
 use crate::error::{json_response, ErrorCode, OAuthError};
-use crate::grant::DeviceGrant;
+use crate::grant::{DeviceGrant, RequestOrigin};
+use crate::limits::{retry_after_secs, retry_after_until, too_many, Route};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::parse_requested;
 use crate::store::{Insert, Store};
@@ -91,17 +92,12 @@ async fn admit<S: Store>(
         let count = shared.store.try_increment(&key, max, window, now).await?;
         if !count.counted {
             tracing::warn!(client_id, cap = what, "device authorization cap reached");
-            let wait = count
-                .resets_at
-                .saturating_duration_since(now)
-                .as_secs()
-                .max(1);
             return Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
                 format!("too many device authorizations {what}; retry later"),
             )
             .with_status(StatusCode::TOO_MANY_REQUESTS)
-            .with_retry_after(wait));
+            .with_retry_after(retry_after_until(count.resets_at, now)));
         }
     }
     Ok(())
@@ -117,13 +113,31 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let config = &shared.config;
-    let (form, client) = authenticated_form(
+    // A flood from one source is refused before its body is read or its client looked up.
+    let limiter = &config.limiter;
+    let from = limiter.resolve(req.extensions(), req.headers());
+    if let Err(wait) = limiter.check_rate(Route::DeviceAuthorization, from.source) {
+        return Err(too_many(
+            ErrorCode::TemporarilyUnavailable,
+            "too many device authorizations from this address; retry later",
+            retry_after_secs(wait),
+        ));
+    }
+    let (parts, form, client) = authenticated_form(
         &shared.store,
         &config.body,
         req,
         config.device_authorization_auth,
+        limiter,
     )
     .await?;
+    // Recorded so the end user can see where the request came from (RFC 8628 5.4).
+    let user_agent = parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let origin = (from.ip.is_some() || user_agent.is_some())
+        .then(|| RequestOrigin::new(from.ip, user_agent));
 
     // The scope is fixed here: later changes to the client never widen this grant.
     let scope = match form.get("scope")? {
@@ -160,7 +174,8 @@ where
             now,
             config.expires_in,
             config.interval,
-        );
+        )
+        .with_origin(origin.clone());
         match shared
             .store
             .insert_device_grant(device_code.digest(), grant, now)
@@ -180,7 +195,7 @@ where
                     ErrorCode::TemporarilyUnavailable,
                     "too many pending device authorizations; retry later",
                 )
-                .with_retry_after(retry_after.as_secs().max(1)));
+                .with_retry_after(retry_after_secs(retry_after)));
             }
         }
     }

@@ -44,6 +44,7 @@ use crate::family::{Grant, NewTokens, Presented};
 use crate::form::{read_form, Form};
 use crate::grant::PollOutcome;
 use crate::ids::Audience;
+use crate::limits::{retry_after_secs, too_many, Route};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::{parse_requested, Scope};
 use crate::store::{Client, IssuedGrant, Store, TokenInfo};
@@ -69,6 +70,16 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // A flood from one source is refused before its body is read.
+    let limiter = &shared.config.limiter;
+    let source = limiter.resolve(req.extensions(), req.headers()).source;
+    if let Err(wait) = limiter.check_rate(Route::Token, source) {
+        return Err(too_many(
+            ErrorCode::SlowDown,
+            "too many token requests from this address; retry later",
+            retry_after_secs(wait),
+        ));
+    }
     let (parts, form) = read_form(req, &shared.config.body).await?;
     let grant_type = form.require("grant_type")?;
     if grant_type != DEVICE_CODE_GRANT_TYPE && grant_type != REFRESH_TOKEN_GRANT_TYPE {
@@ -79,9 +90,10 @@ where
     }
     let client = authenticate(
         &shared.store,
-        &parts.headers,
+        &parts,
         &form,
         shared.config.token_auth,
+        limiter,
     )
     .await?;
     if grant_type == DEVICE_CODE_GRANT_TYPE {

@@ -1,17 +1,22 @@
 //! The verification step: the end user enters (or confirms) a user code and approves or denies.
 //!
 //! `GET` shows a form for the code, pre-filled from `?user_code=` (the target of
-//! `verification_uri_complete`); for a signed-in end user with a valid pre-filled code it goes
-//! straight to the confirmation. `POST` with `user_code` shows which client asks for which
-//! scopes (RFC 8628 5.4); `POST` with `user_code` and `decision=approve|deny` records the
-//! decision in one step. Who the end user is comes from the application's own login, through
-//! an [`EndUserResolver`]; without one the answer is 401.
+//! `verification_uri_complete`); it never looks the code up and changes nothing, so no link or
+//! image tag on another site can spend anyone's budget. `POST` with `user_code` shows which
+//! client asks for which scopes (RFC 8628 5.4); `POST` with `user_code` and
+//! `decision=approve|deny` records the decision in one step. Who the end user is comes from
+//! the application's own login, through an [`EndUserResolver`]; without one the answer is 401.
 //!
-//! Guarding the code space (RFC 8628 5.1): every wrong code counts against the end user and
-//! against an overall budget, both kept in the store so every instance shares them; past either
-//! limit the answer is 429 with `Retry-After`. A cross-site POST (by `Sec-Fetch-Site` or
-//! `Origin`) is refused, so another site cannot make a signed-in browser approve an attacker's
-//! code, and the page may not be framed.
+//! Guarding the code space (RFC 8628 5.1): only a POST looks a code up, and each lookup first
+//! reserves a place in the budgets of the end user and of the source address, atomically in
+//! the store so every instance shares them, and gives it back for a right code
+//! ([`GuessingLimits`](crate::limits::GuessingLimits)): an end user with no wrong code is
+//! never refused, and past a budget the answer is 429 with `Retry-After`. Failed sign-ins
+//! (for a resolver that reports them, as [`BasicLogin`] does) are limited per (account,
+//! source) and per source, and POSTs per source. A cross-site POST (`Sec-Fetch-Site` other
+//! than `same-origin`/`none`, or an `Origin` other than the verification URI's) is refused, so
+//! another site cannot make a signed-in browser approve an attacker's code, and the page may
+//! not be framed.
 //!
 //! Responses are HTML from a replaceable [`VerificationPage`], or JSON for a client that
 //! accepts `application/json` and not `text/html`.
@@ -50,11 +55,16 @@ use tower_service::Service;
 pub use crate::end_user::{BasicLogin, EndUserResolver, FromExtensions};
 pub use crate::page::{escape_html, DefaultPage, PageView, VerificationPage};
 
-use crate::clock::Timestamp;
+use std::net::IpAddr;
+
 use crate::codes::Digest;
-use crate::config::{AttemptLimit, Shared};
+use crate::config::Shared;
+use crate::cross_site::{self, Origin};
 use crate::form::{check_form_post, read_body, Form};
 use crate::grant::{DecideError, Decision, DeviceGrant, GrantStatus};
+use crate::limits::{
+    reserve_attempt, reserve_guess, retry_after_secs, retry_after_until, AuthKind, Route,
+};
 use crate::response::{OAuthBody, ResponseFuture};
 use crate::store::{Store, Subject, Versioned};
 
@@ -195,28 +205,17 @@ where
     let config = &shared.config;
     match *req.method() {
         Method::GET | Method::HEAD => {
-            let (parts, _) = req.into_parts();
-            let query = parts.uri.query().unwrap_or("");
+            // Only pre-fill: a lookup here could be neither counted (any page can make a
+            // signed-in browser GET this) nor left uncounted (a free guessing oracle).
+            let query = req.uri().query().unwrap_or("");
             let prefill = Form::parse(query.as_bytes())
                 .ok()
                 .and_then(|f| f.get("user_code").ok().flatten().map(str::to_owned))
                 .unwrap_or_default();
-            // Look the code up only for a signed-in end user: anonymous lookups could not be
-            // counted against anyone, and would make the page a guessing oracle.
-            match config.end_user.end_user(&parts) {
-                Some(user) if !prefill.is_empty() => match lookup(shared, &user, &prefill).await {
-                    Ok((_, grant)) => confirm(shared, &prefill, grant.record, user).await,
-                    Err(Refusal::Code(status, code, message)) => Ok(Outcome::EnterCode {
-                        prefill,
-                        error: Some((status, code, message)),
-                    }),
-                    Err(Refusal::Problem(p)) => Err(p),
-                },
-                _ => Ok(Outcome::EnterCode {
-                    prefill,
-                    error: None,
-                }),
-            }
+            Ok(Outcome::EnterCode {
+                prefill,
+                error: None,
+            })
         }
         Method::POST => {
             if check_form_post(req.method(), req.headers()).is_err() {
@@ -228,21 +227,24 @@ where
             }
             let (parts, body) = req.into_parts();
             // Before sign-in: a cross-site POST must not even prompt for credentials.
-            if is_cross_site(&parts) {
+            let own = Origin::of(&config.verification_uri);
+            if let Err(why) = cross_site::check(&parts.headers, own.as_ref()) {
+                tracing::warn!(?why, "cross-site POST to the verification page refused");
                 return Err(Problem::new(
                     StatusCode::FORBIDDEN,
                     "access_denied",
                     "This form can only be submitted from this site.",
                 ));
             }
-            let user = config.end_user.end_user(&parts).ok_or_else(|| Problem {
-                challenge: config.end_user.challenge(),
-                ..Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "login_required",
-                    "Sign in to connect a device.",
-                )
-            })?;
+            let limiter = &config.limiter;
+            let source = limiter.resolve(&parts.extensions, &parts.headers).source;
+            if let Err(wait) = limiter.check_rate(Route::Verification, source) {
+                return Err(slow_down(
+                    retry_after_secs(wait),
+                    "Too many requests from your network. Wait a moment and try again.",
+                ));
+            }
+            let user = sign_in(shared, &parts, source).await?;
             let bytes = read_body(&parts.headers, body, &config.body)
                 .await
                 .map_err(|e| {
@@ -286,7 +288,7 @@ where
                     ))
                 }
             };
-            let (key, grant) = match lookup(shared, &user, &typed).await {
+            let (key, grant) = match lookup(shared, &user, source, &typed).await {
                 Ok(found) => found,
                 Err(Refusal::Code(status, code, message)) => {
                     return Ok(Outcome::EnterCode {
@@ -321,84 +323,101 @@ impl From<crate::store::StoreError> for Refusal {
     }
 }
 
-fn failure_keys(user: &Subject) -> (String, &'static str) {
-    (
-        format!("user-code-failures:{}", user.as_str()),
-        "user-code-failures:*",
-    )
+/// A 429 with the truth about when to come back.
+fn slow_down(retry_after: u64, message: &'static str) -> Problem {
+    Problem {
+        retry_after: Some(retry_after),
+        ..Problem::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", message)
+    }
 }
 
-fn too_many(limit: &AttemptLimit, resets_at: Timestamp, now: Timestamp) -> Refusal {
-    tracing::warn!(
-        max = limit.max,
-        window_secs = limit.window.as_secs(),
-        "user-code guessing limit reached"
-    );
-    Refusal::Problem(Problem {
-        retry_after: Some(resets_at.saturating_duration_since(now).as_secs().max(1)),
+/// Who the end user is. When the resolver says which account the request tries (a password
+/// login), the attempt first reserves a place in the failure budgets of (account, source) and
+/// of the source, so a guessed password is refused before it is checked once they are spent.
+async fn sign_in<S: Store>(
+    shared: &Shared<S>,
+    parts: &Parts,
+    source: Option<IpAddr>,
+) -> Result<Subject, Problem> {
+    let resolver = &shared.config.end_user;
+    let unauthorized = || Problem {
+        challenge: resolver.challenge(),
         ..Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "slow_down",
-            "Too many wrong codes. Wait a while before trying again.",
+            StatusCode::UNAUTHORIZED,
+            "login_required",
+            "Sign in to connect a device.",
         )
-    })
-}
-
-/// Gives back the places an attempt reserved, after a store failure. Best effort: the store is
-/// failing, and the failure it already reported is the one to answer with.
-async fn give_back<S: Store>(store: &S, taken: &[(&str, &AttemptLimit)], now: Timestamp) {
-    for (key, _) in taken {
-        if let Err(e) = store.decrement(key, now).await {
-            tracing::warn!(error = %e, "could not give back a reserved attempt");
+    };
+    let Some(account) = resolver.login_attempt(parts) else {
+        return resolver.end_user(parts).ok_or_else(unauthorized);
+    };
+    let store = &shared.store;
+    let now = shared.clock.now();
+    let limits = &shared.config.limiter.limits.failed_auth;
+    let reservation =
+        match reserve_attempt(store, limits, AuthKind::EndUser, &account, source, now).await? {
+            Ok(r) => r,
+            Err(spent) => {
+                tracing::warn!("end-user sign-in failure limit reached");
+                return Err(slow_down(
+                    retry_after_until(spent.until, now),
+                    "Too many failed sign-ins. Wait a while before trying again.",
+                ));
+            }
+        };
+    match resolver.end_user(parts) {
+        Some(user) => {
+            reservation.succeeded(store, now).await?;
+            Ok(user)
+        }
+        None => {
+            reservation.failed(store, now).await?;
+            tracing::info!("end-user sign-in failed");
+            Err(unauthorized())
         }
     }
 }
 
 /// Finds the pending grant behind a typed user code, counting wrong codes against the limits.
 ///
-/// Each attempt first reserves a place in every budget it counts against, atomically in the
-/// store, and a right code gives the places back: so no burst of concurrent attempts gets more
-/// lookups than the budgets allow.
+/// Each attempt first reserves its place in the budgets, atomically in the store, and a right
+/// code gives the places back: so no burst of concurrent attempts gets more lookups than the
+/// budgets allow, and a user who has not failed is never refused.
 async fn lookup<S: Store>(
     shared: &Shared<S>,
     user: &Subject,
+    source: Option<IpAddr>,
     typed: &str,
 ) -> Result<(Digest, Versioned<DeviceGrant>), Refusal> {
     let config = &shared.config;
     let store = &shared.store;
     let now = shared.clock.now();
-    let (user_key, overall_key) = failure_keys(user);
-    let mut budgets: Vec<(&str, &AttemptLimit)> = vec![(&user_key, &config.per_user_attempts)];
-    if let Some(overall) = &config.overall_attempts {
-        budgets.push((overall_key, overall));
-    }
-    for (i, (key, limit)) in budgets.iter().enumerate() {
-        let count = match store.try_increment(key, limit.max, limit.window, now).await {
-            Ok(count) => count,
-            Err(e) => {
-                give_back(store, &budgets[..i], now).await;
-                return Err(e.into());
-            }
-        };
-        if !count.counted {
-            for (taken, _) in &budgets[..i] {
-                store.decrement(taken, now).await?;
-            }
-            return Err(too_many(limit, count.resets_at, now));
+    let limits = &config.limiter.limits.guessing;
+    let reservation = match reserve_guess(store, limits, user, source, now).await? {
+        Ok(r) => r,
+        Err(spent) => {
+            tracing::warn!(subject = user.as_str(), "user-code guessing limit reached");
+            return Err(Refusal::Problem(slow_down(
+                retry_after_until(spent.until, now),
+                "Too many wrong codes. Wait a while before trying again.",
+            )));
         }
-    }
+    };
     let found = match config.user_codes.normalize(typed) {
-        Some(code) => match store.device_grant_by_user_code(&code.digest(), now).await {
-            Ok(found) => found,
-            Err(e) => {
-                // A lookup that failed was no guess: an outage must not lock end users out.
-                give_back(store, &budgets, now).await;
-                return Err(e.into());
-            }
-        },
-        None => None,
+        Some(code) => store.device_grant_by_user_code(&code.digest(), now).await,
+        None => Ok(None),
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => {
+            // A lookup that failed was no guess: an outage must not lock end users out.
+            let mut reservation = reservation;
+            reservation.give_back_quietly(store, now).await;
+            return Err(e.into());
+        }
     };
     let Some((key, grant)) = found else {
+        reservation.failed(store, now).await?;
         tracing::warn!(subject = user.as_str(), "wrong user code entered");
         return Err(Refusal::Code(
             StatusCode::BAD_REQUEST,
@@ -407,9 +426,7 @@ async fn lookup<S: Store>(
         ));
     };
     // A code that exists is no guess: give the places back.
-    for (key, _) in &budgets {
-        store.decrement(key, now).await?;
-    }
+    reservation.succeeded(store, now).await?;
     if grant.record.is_expired(now) {
         return Err(Refusal::Code(
             StatusCode::BAD_REQUEST,
@@ -508,21 +525,6 @@ async fn decide<S: Store>(
     ))
 }
 
-/// True for a POST that a browser says came from another site.
-fn is_cross_site(parts: &Parts) -> bool {
-    let h = &parts.headers;
-    if let Some(site) = h.get("sec-fetch-site") {
-        return site.as_bytes() == b"cross-site";
-    }
-    // Older browsers: compare Origin's host with Host. No Origin (curl, devices) is fine.
-    let (Some(origin), Some(host)) = (h.get(header::ORIGIN), h.get(header::HOST)) else {
-        return false;
-    };
-    let origin = origin.to_str().unwrap_or("");
-    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    origin == "null" || !origin_host.eq_ignore_ascii_case(host.to_str().unwrap_or(""))
-}
-
 fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -607,9 +609,15 @@ fn render<S>(shared: &Shared<S>, outcome: Outcome, json: bool) -> Response<OAuth
             "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
+    // Not `no-referrer`: under it browsers send `Origin: null` with the page's own form
+    // POSTs, and the cross-site check could not tell them from a sandboxed attacker's.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     if let Some(secs) = retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
