@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::account_status::DynAccountStatus;
 use crate::client_auth::ClientAuthMethods;
 use crate::clock::Clock;
 use crate::codes::{DeviceCodeGenerator, UserCodeGenerator};
@@ -64,6 +65,7 @@ pub(crate) struct Config {
     pub(crate) body: BodyLimits,
     pub(crate) paths: Paths,
     pub(crate) end_user: Arc<dyn EndUserResolver>,
+    pub(crate) account_status: Option<Arc<dyn DynAccountStatus>>,
     pub(crate) page: Arc<dyn VerificationPage>,
     pub(crate) limiter: Limiter,
     pub(crate) realm: String,

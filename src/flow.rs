@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub use crate::config::{AttemptLimit, CompleteUriFn, Paths};
 
+use crate::account_status::{AccountStatus, DynAccountStatus};
 use crate::bearer::{RequireOAuthLayer, ScopeRequirement};
 use crate::client_addr::{ClientAddrs, TrustedProxies};
 use crate::client_auth::ClientAuthMethods;
@@ -89,6 +90,7 @@ impl<S: Store> DeviceFlow<S> {
             body: BodyLimits::default(),
             paths: Paths::default(),
             end_user: Arc::new(FromExtensions),
+            account_status: None,
             page: Arc::new(DefaultPage),
             limits: Limits::default(),
             proxies: TrustedProxies::none(),
@@ -189,6 +191,7 @@ pub struct DeviceFlowBuilder<S> {
     body: BodyLimits,
     paths: Paths,
     end_user: Arc<dyn EndUserResolver>,
+    account_status: Option<Arc<dyn DynAccountStatus>>,
     page: Arc<dyn VerificationPage>,
     limits: Limits,
     proxies: TrustedProxies,
@@ -333,6 +336,15 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// Asks the application, whenever tokens are handed out (at redemption and at every
+    /// refresh), whether the grant's end user may still have them (default: nobody is asked).
+    /// A refused end user gets `invalid_grant` and loses every grant at once; see
+    /// [`AccountStatus`].
+    pub fn account_status(mut self, check: impl AccountStatus) -> Self {
+        self.account_status = Some(Arc::new(check));
+        self
+    }
+
     /// The verification page template (default: [`DefaultPage`]).
     pub fn page(mut self, p: impl VerificationPage) -> Self {
         self.page = Arc::new(p);
@@ -436,6 +448,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     body: self.body,
                     paths: self.paths,
                     end_user: self.end_user,
+                    account_status: self.account_status,
                     page: self.page,
                     limiter,
                     realm: self.realm,

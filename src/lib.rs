@@ -95,9 +95,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod account_status;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod bearer;
+mod browser;
 pub mod client_addr;
 pub mod client_auth;
 pub mod clock;
@@ -124,6 +126,7 @@ pub mod store;
 pub mod token;
 pub mod verification;
 
+pub use account_status::AccountStatus;
 pub use bearer::{RequireOAuth, RequireOAuthLayer, ScopeRequirement};
 pub use client_addr::{ClientAddr, ForwardedHeader, TrustedProxies};
 pub use client_auth::{ClientAuthMethod, ClientAuthMethods};

@@ -57,6 +57,7 @@ pub use crate::page::{escape_html, DefaultPage, PageView, VerificationPage};
 
 use std::net::IpAddr;
 
+use crate::browser;
 use crate::codes::Digest;
 use crate::config::Shared;
 use crate::cross_site::{self, Origin};
@@ -600,25 +601,8 @@ fn render<S>(shared: &Shared<S>, outcome: Outcome, json: bool) -> Response<OAuth
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The approve button must not be clickjacked.
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
-    // Not `no-referrer`: under it browsers send `Origin: null` with the page's own form
-    // POSTs, and the cross-site check could not tell them from a sandboxed attacker's.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    // No caching, and the approve button must not be clickjacked.
+    browser::protect(h);
     if let Some(secs) = retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
