@@ -29,6 +29,11 @@ pub struct Paths {
     pub introspection: String,
     /// RFC 8414 metadata. Default `/.well-known/oauth-authorization-server`.
     pub metadata: String,
+    /// The end user's connected devices, listed by `GET`. Default `/account/devices`.
+    pub connected_devices: String,
+    /// Where the connected-devices page posts a device's sign-out. Default
+    /// `/account/devices/revoke`.
+    pub revoke_device: String,
 }
 
 impl Default for Paths {
@@ -40,6 +45,8 @@ impl Default for Paths {
             revocation: "/oauth/revoke".into(),
             introspection: "/oauth/introspect".into(),
             metadata: "/.well-known/oauth-authorization-server".into(),
+            connected_devices: "/account/devices".into(),
+            revoke_device: "/account/devices/revoke".into(),
         }
     }
 }

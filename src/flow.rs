@@ -13,18 +13,20 @@ use crate::client_auth::ClientAuthMethods;
 use crate::clock::{Clock, SystemClock};
 use crate::codes::{DeviceCodeGenerator, RandomDeviceCode, UserCodeFormat, UserCodeGenerator};
 use crate::config::{Config, Shared};
+use crate::connected_devices::{self, ConnectedDevice, ConnectedDevices};
 use crate::device_authorization::DeviceAuthorization;
 use crate::end_user::{EndUserResolver, FromExtensions};
 use crate::endpoints::EndpointsLayer;
 use crate::family::DEFAULT_REFRESH_GRACE;
 use crate::form::BodyLimits;
+use crate::ids::{GrantId, Subject};
 use crate::introspection::Introspection;
 use crate::limits::{Limiter, Limits};
 use crate::metadata::Metadata;
 use crate::page::{DefaultPage, VerificationPage};
 use crate::revocation::Revocation;
 use crate::scope::Scope;
-use crate::store::Store;
+use crate::store::{Store, StoreResult};
 use crate::token::TokenEndpoint;
 use crate::verification::Verification;
 
@@ -140,6 +142,35 @@ impl<S: Store> DeviceFlow<S> {
     /// The RFC 7662 introspection endpoint service.
     pub fn introspection(&self) -> Introspection<S> {
         Introspection::new(self.shared.clone())
+    }
+
+    /// The connected-devices service: the signed-in end user's devices, listed and signed out
+    /// (see [`connected_devices`](crate::connected_devices)).
+    pub fn connected_devices_service(&self) -> ConnectedDevices<S> {
+        ConnectedDevices::new(self.shared.clone())
+    }
+
+    /// The devices `subject` approved that still hold a live grant, most recently used first:
+    /// for the application's own account pages. "Last used" is when tokens were last issued
+    /// from the grant (its redemption or its latest refresh).
+    pub async fn connected_devices(&self, subject: &Subject) -> StoreResult<Vec<ConnectedDevice>> {
+        connected_devices::connected_devices(&self.shared.store, subject, self.shared.clock.now())
+            .await
+    }
+
+    /// Signs one device out: revokes grant `id`, with its refresh token and its access token,
+    /// if and only if it is `subject`'s. `Ok(false)`, revoking nothing, for a grant that is
+    /// someone else's, already gone or unknown.
+    pub async fn revoke_device(&self, subject: &Subject, id: &GrantId) -> StoreResult<bool> {
+        let now = self.shared.clock.now();
+        connected_devices::revoke_device(&self.shared.store, subject, id, now).await
+    }
+
+    /// Signs every device of `subject` out (for "sign out everywhere", or when the account
+    /// is disabled: make the [`AccountStatus`] refuse it first); the ids of the grants revoked.
+    pub async fn revoke_all_devices(&self, subject: &Subject) -> StoreResult<Vec<GrantId>> {
+        let now = self.shared.clock.now();
+        connected_devices::revoke_all_devices(&self.shared.store, subject, now).await
     }
 
     /// The RFC 8414 metadata service.

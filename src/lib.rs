@@ -105,6 +105,7 @@ pub mod client_auth;
 pub mod clock;
 pub mod codes;
 mod config;
+pub mod connected_devices;
 mod cross_site;
 pub mod device_authorization;
 mod end_user;
@@ -135,6 +136,7 @@ pub use codes::{
     AccessToken, DeviceCode, DeviceCodeGenerator, Digest, FamilyKey, RandomDeviceCode,
     RefreshToken, Thumbprint, UserCode, UserCodeFormat, UserCodeGenerator,
 };
+pub use connected_devices::{ConnectedDevice, ConnectedDevices};
 pub use device_authorization::DeviceAuthorization;
 pub use endpoints::{Endpoints, EndpointsLayer};
 pub use error::{ErrorCode, OAuthError};

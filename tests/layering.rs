@@ -40,6 +40,7 @@ const FLOORS: &[(&str, &[&str])] = &[
             "device_authorization",
             "token",
             "verification",
+            "connected_devices",
             "bearer",
             "revocation",
             "introspection",
