@@ -25,10 +25,12 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_device_flow::family::Grant;
 use tower_device_flow::grant::Decision;
+use tower_device_flow::store::{Insert, IssuedGrant};
 use tower_device_flow::{
     AccessToken, Client, ClientId, Clock, DeviceCodeGenerator, DeviceFlow, DeviceGrant, Digest,
-    IssuedTokens, MemoryStore, RandomDeviceCode, Scope, Store, Subject, SystemClock, Timestamp,
+    GrantId, MemoryStore, RandomDeviceCode, Scope, Store, Subject, SystemClock, Timestamp,
     TokenInfo, UserCodeFormat, UserCodeGenerator,
 };
 
@@ -87,17 +89,43 @@ fn pending_grant(user_code: Digest, now: Timestamp, interval: Duration) -> Devic
 }
 
 fn token_info(subject: &Subject, now: Timestamp) -> TokenInfo {
-    TokenInfo {
-        subject: subject.clone(),
-        client_id: client_id(),
-        scope: scope(),
-        expires_at: now.saturating_add(Duration::from_secs(3600)),
+    TokenInfo::new(
+        subject.clone(),
+        client_id(),
+        scope(),
+        now.saturating_add(Duration::from_secs(3600)),
+    )
+}
+
+/// What a redemption stores for the access token `access`: a grant of its own (id taken from
+/// the token's digest, so ids are distinct), without a refresh token.
+fn issue(access: Digest, info: TokenInfo) -> IssuedGrant {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&access.as_bytes()[16..]);
+    let id = GrantId::from_bytes(id);
+    let grant = Grant {
+        id,
+        client_id: info.client_id.clone(),
+        subject: info.subject.clone(),
+        scope: info.scope.clone(),
+        audience: None,
+        approved_at: info.expires_at,
+        last_used_at: info.expires_at,
+        expires_at: info.expires_at,
+        access_token: access,
+        refresh_token: None,
+        superseded: None,
+        cnf: None,
+    };
+    IssuedGrant {
+        grant,
+        access: info.with_grant_id(Some(id)),
     }
 }
 
 /// A store holding `n` pending grants and `n` access tokens, all put there through the
-/// [`Store`] trait (tokens are issued by `replace_grant` on one carrier grant, as the token
-/// endpoint issues them).
+/// [`Store`] trait (each token with a grant of its own, issued by `replace_device_grant` on
+/// one carrier device grant, as the token endpoint issues them).
 struct Populated {
     store: MemoryStore,
     grants: Vec<Digest>,
@@ -111,30 +139,40 @@ struct Populated {
 
 fn populate(n: usize) -> Populated {
     let mut rng = StdRng::seed_from_u64(n as u64);
+    // No ceiling on pending grants: the table is filled far past the default one.
     let store = MemoryStore::builder()
         .client(Client::public("demo-device", scope()))
+        .max_pending_grants(None)
         .build();
     let now = t0();
     let mut grants = Vec::with_capacity(n);
     for _ in 0..n {
         let device = random_digest(&mut rng);
         let grant = pending_grant(random_digest(&mut rng), now, Duration::ZERO);
-        assert!(poll_once(store.insert_grant(device, grant, now)).expect("insert"));
+        assert!(
+            (poll_once(store.insert_device_grant(device, grant, now)).expect("insert")
+                == Insert::Inserted)
+        );
         grants.push(device);
     }
     let carrier = random_digest(&mut rng);
     let grant = pending_grant(random_digest(&mut rng), now, Duration::ZERO);
-    assert!(poll_once(store.insert_grant(carrier, grant.clone(), now)).expect("insert"));
+    assert!(
+        (poll_once(store.insert_device_grant(carrier, grant.clone(), now)).expect("insert")
+            == Insert::Inserted)
+    );
     let subject = Subject::new("alice");
     let mut tokens = Vec::with_capacity(n);
     for version in 0..n as u64 {
         let access = random_digest(&mut rng);
-        let issue = IssuedTokens {
-            access: (access, token_info(&subject, now)),
-            refresh: None,
-        };
-        let swapped =
-            poll_once(store.replace_grant(&carrier, version, grant.clone(), Some(issue), now));
+        let issue = issue(access, token_info(&subject, now));
+        let swapped = poll_once(store.replace_device_grant(
+            &carrier,
+            version,
+            grant.clone(),
+            Some(issue),
+            now,
+        ));
         assert!(swapped.expect("replace"));
         tokens.push(access);
     }
@@ -145,7 +183,10 @@ fn populate(n: usize) -> Populated {
     for _ in 0..recyclable_count {
         let (device, user) = (random_digest(&mut rng), random_digest(&mut rng));
         let grant = pending_grant(user, expired_at, Duration::ZERO);
-        assert!(poll_once(store.insert_grant(device, grant, now)).expect("insert"));
+        assert!(
+            (poll_once(store.insert_device_grant(device, grant, now)).expect("insert")
+                == Insert::Inserted)
+        );
         recyclable.push((device, user));
     }
     let mut order: Vec<usize> = (0..n).collect();
@@ -270,13 +311,13 @@ fn store_ops(c: &mut Criterion) {
         let mut next = pending_grant(Digest::of(b"x"), now, Duration::from_secs(5));
         next.last_poll = Some(now);
         let mut i = 0usize;
-        g.bench_function("replace_grant", |b| {
+        g.bench_function("replace_device_grant", |b| {
             b.iter_batched(
                 || next.clone(),
                 |grant| {
                     i = (i + 1) % n;
                     let k = p.order[i];
-                    let ok = poll_once(p.store.replace_grant(
+                    let ok = poll_once(p.store.replace_device_grant(
                         &p.grants[k],
                         versions[k],
                         grant,
@@ -293,7 +334,7 @@ fn store_ops(c: &mut Criterion) {
         // Insert over records past retention (the table size stays put; no growth amortized).
         let template = pending_grant(Digest::of(b"x"), now, Duration::ZERO);
         let mut i = 0usize;
-        g.bench_function("insert_grant", |b| {
+        g.bench_function("insert_device_grant", |b| {
             b.iter_batched(
                 || {
                     i = (i + 1) % p.recyclable.len();
@@ -306,7 +347,11 @@ fn store_ops(c: &mut Criterion) {
                     (device, grant)
                 },
                 |(device, grant)| {
-                    assert!(poll_once(p.store.insert_grant(device, grant, now)).expect("insert"))
+                    assert!(
+                        (poll_once(p.store.insert_device_grant(device, grant, now))
+                            .expect("insert")
+                            == Insert::Inserted)
+                    )
                 },
                 BatchSize::SmallInput,
             )
@@ -317,7 +362,9 @@ fn store_ops(c: &mut Criterion) {
 }
 
 fn now_poll_grant(store: &MemoryStore, key: &Digest, at: Timestamp) -> bool {
-    poll_once(store.grant(key, at)).expect("lookup").is_some()
+    poll_once(store.device_grant(key, at))
+        .expect("lookup")
+        .is_some()
 }
 
 /// One call of `require_oauth("profile")` around a pass-through service, against the bare
@@ -332,18 +379,22 @@ fn bearer(c: &mut Criterion, p: &Populated, n: usize) {
     let alice = Subject::new("alice");
     let carrier = random_digest(&mut rng);
     let grant = pending_grant(random_digest(&mut rng), at, Duration::ZERO);
-    assert!(poll_once(store.insert_grant(carrier, grant.clone(), at)).expect("insert"));
-    let mut narrow_info = token_info(&alice, at);
-    narrow_info.scope = Scope::parse("email").expect("valid scope");
+    assert!(
+        (poll_once(store.insert_device_grant(carrier, grant.clone(), at)).expect("insert")
+            == Insert::Inserted)
+    );
+    let narrow_info = TokenInfo::new(
+        alice.clone(),
+        client_id(),
+        Scope::parse("email").expect("valid scope"),
+        at.saturating_add(Duration::from_secs(3600)),
+    );
     for (version, (token, info)) in [(&valid, token_info(&alice, at)), (&narrow, narrow_info)]
         .into_iter()
         .enumerate()
     {
-        let issue = IssuedTokens {
-            access: (token.digest(), info),
-            refresh: None,
-        };
-        let ok = poll_once(store.replace_grant(
+        let issue = issue(token.digest(), info);
+        let ok = poll_once(store.replace_device_grant(
             &carrier,
             version as u64,
             grant.clone(),
@@ -409,8 +460,10 @@ fn bearer(c: &mut Criterion, p: &Populated, n: usize) {
 /// The two endpoints the HTTP benchmark finds dearest, called in memory (no sockets): a new
 /// device authorization, and a poll of a pending device code with interval 0.
 fn endpoints(c: &mut Criterion) {
+    // No ceiling on pending grants: the table is filled far past the default one.
     let store = MemoryStore::builder()
         .client(Client::public("demo-device", scope()))
+        .max_pending_grants(None)
         .build();
     let flow = DeviceFlow::builder(store)
         .interval(Duration::ZERO)

@@ -218,7 +218,7 @@ async fn device_flow_with_slow_down_and_refresh() {
     let res = me(token.access_token().secret().clone()).await;
     assert_eq!((res.status.as_u16(), res.text().as_str()), (200, "alice"));
 
-    // Refresh: new tokens that work; the used refresh token is spent.
+    // Refresh: new tokens that work.
     let refreshed = client
         .exchange_refresh_token(&refresh)
         .request_async(&http)
@@ -237,8 +237,23 @@ async fn device_flow_with_slow_down_and_refresh() {
     let res = me(refreshed.access_token().secret().clone()).await;
     assert_eq!((res.status.as_u16(), res.text().as_str()), (200, "alice"));
 
-    match client
+    // Store v2: the just-rotated token presented again within the grace period (30 s) is the
+    // retry of a device that lost the reply: a fresh pair, which revokes the pair it replaces.
+    let retried = client
         .exchange_refresh_token(&refresh)
+        .request_async(&http)
+        .await
+        .expect("a retry within the grace period");
+    let again = retried.refresh_token().expect("a refresh token");
+    assert_ne!(again.secret(), rotated.secret());
+    let res = me(refreshed.access_token().secret().clone()).await;
+    assert_eq!(res.status.as_u16(), 401, "the replaced pair is revoked");
+    let res = me(retried.access_token().secret().clone()).await;
+    assert_eq!((res.status.as_u16(), res.text().as_str()), (200, "alice"));
+
+    // The pair the retry replaced is spent: presenting it is reuse, which ends the grant.
+    match client
+        .exchange_refresh_token(rotated)
         .request_async(&http)
         .await
     {
@@ -247,12 +262,18 @@ async fn device_flow_with_slow_down_and_refresh() {
         }
         other => panic!("a spent refresh token must be invalid_grant, got {other:?}"),
     }
-    // The rotated one still works.
-    client
-        .exchange_refresh_token(rotated)
+    let res = me(retried.access_token().secret().clone()).await;
+    assert_eq!(res.status.as_u16(), 401, "reuse revokes the whole grant");
+    match client
+        .exchange_refresh_token(again)
         .request_async(&http)
         .await
-        .expect("refresh with the rotated token");
+    {
+        Err(RequestTokenError::ServerResponse(e)) => {
+            assert_eq!(*e.error(), BasicErrorResponseType::InvalidGrant)
+        }
+        other => panic!("the revoked grant's refresh token worked: {other:?}"),
+    }
 
     assert!(
         started.elapsed() < Duration::from_secs(15),

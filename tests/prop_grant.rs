@@ -607,14 +607,6 @@ fn assert_want(reply: &Reply, want: Want, what: &str) {
 }
 
 impl Model {
-    fn now_failures(&self, now: u64) -> u64 {
-        if self.failures_expire > now {
-            self.failures
-        } else {
-            0
-        }
-    }
-
     /// Records the pair of a 200 token response for grant `grant`: the access token carries
     /// `scope` (the grant keeps the whole approved scope, RFC 6749 6: a later refresh may ask
     /// for anything originally granted). Returns the indices of the refresh and access token.
@@ -763,7 +755,14 @@ async fn run_services(ops: Vec<Op>) -> BTreeSet<String> {
                     .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
                 req.extensions_mut().insert(Subject::new("alice"));
                 let found = i.filter(|&i| now < m.flows[i].expires_at + RETAIN_MS);
-                let want: Want = if m.now_failures(now) >= FAILURES_MAX {
+                // Store v2: every attempt first reserves a place in the budget (a right code
+                // gives it back), so the fixed window starts with the first attempt made while
+                // none is open, right code or wrong.
+                if m.failures_expire <= now {
+                    m.failures = 0;
+                    m.failures_expire = now + FAILURE_WINDOW_MS;
+                }
+                let want: Want = if m.failures >= FAILURES_MAX {
                     (429, Some("slow_down"))
                 } else {
                     match found.map(|i| &m.flows[i]) {
@@ -785,15 +784,8 @@ async fn run_services(ops: Vec<Op>) -> BTreeSet<String> {
                         assert_eq!(reply.json()["status"], status);
                         m.flows[i].status = if approve { St::Approved } else { St::Denied };
                     }
-                    ((400, _), None) => {
-                        // A wrong code counts against the end user.
-                        if m.now_failures(now) == 0 {
-                            m.failures = 1;
-                            m.failures_expire = now + FAILURE_WINDOW_MS;
-                        } else {
-                            m.failures += 1;
-                        }
-                    }
+                    // A wrong code counts against the end user.
+                    ((400, _), None) => m.failures += 1,
                     _ => {}
                 }
             }

@@ -344,7 +344,9 @@ async fn success_response_shape_and_headers() {
     let json = res.json();
     let access = json["access_token"].as_str().expect("access_token");
     let refresh = json["refresh_token"].as_str().expect("refresh_token");
-    assert!(access.len() >= 43 && refresh.len() >= 43);
+    assert!(access.len() >= 43);
+    // A v2 refresh token: 48 bytes of base64url, its grant's family key first.
+    assert_eq!(refresh.len(), 64);
     assert_ne!(access, refresh);
     assert_eq!(json["token_type"], "Bearer");
     assert_eq!(json["expires_in"], 3600);
@@ -372,12 +374,8 @@ async fn refresh_rotates_both_tokens() {
     assert_ne!(second.access, first.access);
     assert_ne!(second.refresh, first.refresh);
 
-    // The old refresh token is spent.
-    srv.refresh(&first.refresh, None)
-        .await
-        .assert_oauth_error(400, "invalid_grant");
-    // The old access token died with it (the store revokes the access token issued with the
-    // rotated refresh token); the new one works and acts for the same user.
+    // The old access token died with the rotation; the new one works and acts for the same
+    // user.
     srv.bearer_get("/api/me", &first.access)
         .await
         .assert_status(401);
@@ -385,7 +383,18 @@ async fn refresh_rotates_both_tokens() {
     me.assert_status(200);
     assert_eq!(me.json()["sub"], "alice");
     // The new refresh token works once more.
-    tokens_of(&srv.refresh(&second.refresh, None).await);
+    let third = tokens_of(&srv.refresh(&second.refresh, None).await);
+    // Store v2: the first refresh token is now two rotations old, so it is no retry but
+    // reuse: refused, and the whole grant is revoked with it.
+    srv.refresh(&first.refresh, None)
+        .await
+        .assert_oauth_error(400, "invalid_grant");
+    srv.bearer_get("/api/me", &third.access)
+        .await
+        .assert_status(401);
+    srv.refresh(&third.refresh, None)
+        .await
+        .assert_oauth_error(400, "invalid_grant");
 }
 
 #[tokio::test]

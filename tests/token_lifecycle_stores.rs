@@ -5,7 +5,7 @@
 //! always and on `RedisStore` when `REDIS_URL` is set (built with `--features redis`):
 //!
 //! ```text
-//! REDIS_URL=redis://127.0.0.1:6379 cargo test --features redis --test token_lifecycle
+//! REDIS_URL=redis://127.0.0.1:6379 cargo test --features redis --test token_lifecycle_stores
 //! ```
 //!
 //! Without `REDIS_URL` each Redis scenario says loudly that it did not run, and fails when `CI`

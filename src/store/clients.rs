@@ -9,9 +9,8 @@ use super::records::{Client, StoreResult};
 
 /// Looks clients up by id: the one thing the endpoints need to know about clients.
 ///
-/// Every [`Store`](super::Store) is a client source (usually by holding a [`ClientRegistry`]),
-/// and [`DeviceFlowBuilder::clients`](crate::DeviceFlowBuilder::clients) can take another one,
-/// so an application can keep its clients in its own database without implementing a store.
+/// Every [`Store`](super::Store) is a client source: usually by holding a [`ClientRegistry`],
+/// or, for an application that keeps its clients in its own database, by asking it.
 ///
 /// ```
 /// use tower_device_flow::store::{ClientSource, StoreResult};

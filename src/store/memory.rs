@@ -28,7 +28,7 @@ use super::traits::{Store, StoreResult};
 use crate::clock::Timestamp;
 use crate::codes::{Digest, Thumbprint};
 use crate::family::{Grant, Rotation, Superseded};
-use crate::grant::{DeviceGrant, GrantStatus};
+use crate::grant::{DeviceGrant, GrantStatus, RequestOrigin, RETENTION_AFTER_EXPIRY};
 use crate::ids::{Audience, ClientId, GrantId, Subject};
 use crate::scope::Scope;
 
@@ -108,12 +108,128 @@ fn shard_of(d: &Digest) -> usize {
 }
 
 /// A stored device grant, boxed so that the table's slots stay 24 bytes whatever the grant's
-/// size (a hash table keeps up to half its slots empty after it grows).
+/// size (a hash table keeps up to half its slots empty after it grows), in a compact form:
+/// the status as a tag with the approval beside it, the poll time without an `Option`'s
+/// padding, and the fields a pending grant rarely has (an audience, the request's origin) in
+/// one optional box. A million abandoned flows are what this table holds under a flood.
 struct DeviceSlot {
     rest: [u8; 16],
-    /// Counted among the live pending grants (see [`Pending`]).
-    counted: bool,
-    grant: Versioned<DeviceGrant>,
+    user_code: Digest,
+    client_id: ClientId,
+    scope: Scope,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    /// Meaningful when `flags & POLLED`.
+    last_poll: Timestamp,
+    version: u64,
+    interval: u32,
+    flags: u8,
+    status: u8,
+    /// Who approved and when, for `STATUS_APPROVED` (boxed: a grant is approved only for the
+    /// moments until its device polls).
+    approved: Option<Box<(Subject, Timestamp)>>,
+    extra: Option<Box<DeviceExtra>>,
+}
+
+struct DeviceExtra {
+    audience: Option<Audience>,
+    origin: Option<Box<RequestOrigin>>,
+}
+
+/// Counted among the live pending grants (see [`Pending`]).
+const COUNTED: u8 = 1;
+/// `last_poll` is set.
+const POLLED: u8 = 2;
+const STATUS_PENDING: u8 = 0;
+const STATUS_APPROVED: u8 = 1;
+const STATUS_DENIED: u8 = 2;
+const STATUS_REDEEMED: u8 = 3;
+
+impl DeviceSlot {
+    fn new(rest: [u8; 16], version: u64, grant: DeviceGrant, counted: bool) -> Self {
+        let DeviceGrant {
+            client_id,
+            scope,
+            audience,
+            user_code,
+            created_at,
+            expires_at,
+            interval,
+            last_poll,
+            status,
+            origin,
+        } = grant;
+        let (status, approved) = match status {
+            GrantStatus::Pending => (STATUS_PENDING, None),
+            GrantStatus::Approved {
+                subject,
+                approved_at,
+            } => (STATUS_APPROVED, Some(Box::new((subject, approved_at)))),
+            GrantStatus::Denied => (STATUS_DENIED, None),
+            GrantStatus::Redeemed => (STATUS_REDEEMED, None),
+        };
+        let flags =
+            if counted { COUNTED } else { 0 } | if last_poll.is_some() { POLLED } else { 0 };
+        DeviceSlot {
+            rest,
+            user_code,
+            client_id,
+            scope,
+            created_at,
+            expires_at,
+            last_poll: last_poll.unwrap_or(Timestamp::EPOCH),
+            version,
+            interval,
+            flags,
+            status,
+            approved,
+            extra: (audience.is_some() || origin.is_some())
+                .then(|| Box::new(DeviceExtra { audience, origin })),
+        }
+    }
+
+    fn counted(&self) -> bool {
+        self.flags & COUNTED != 0
+    }
+
+    fn uncount(&mut self) {
+        self.flags &= !COUNTED;
+    }
+
+    fn is_expired(&self, now: Timestamp) -> bool {
+        now >= self.expires_at
+    }
+
+    fn to_versioned(&self) -> Versioned<DeviceGrant> {
+        let status = match (self.status, self.approved.as_deref()) {
+            (STATUS_APPROVED, Some((subject, approved_at))) => GrantStatus::Approved {
+                subject: subject.clone(),
+                approved_at: *approved_at,
+            },
+            (STATUS_DENIED, _) => GrantStatus::Denied,
+            (STATUS_REDEEMED, _) => GrantStatus::Redeemed,
+            _ => GrantStatus::Pending,
+        };
+        let (audience, origin) = match &self.extra {
+            Some(e) => (e.audience.clone(), e.origin.clone()),
+            None => (None, None),
+        };
+        Versioned {
+            version: self.version,
+            record: DeviceGrant {
+                client_id: self.client_id.clone(),
+                scope: self.scope.clone(),
+                audience,
+                user_code: self.user_code,
+                created_at: self.created_at,
+                expires_at: self.expires_at,
+                interval: self.interval,
+                last_poll: (self.flags & POLLED != 0).then_some(self.last_poll),
+                status,
+                origin,
+            },
+        }
+    }
 }
 
 /// A stored grant, boxed for the same reason, in a compact form: the fields a grant rarely has
@@ -199,8 +315,11 @@ impl GrantSlot {
 /// A stored access token. Who it acts for and for which client is its grant's, so the token
 /// keeps only what may differ from the grant (its own, possibly narrowed, scope) and the
 /// grant's id; a lookup joins the two. A token whose grant is gone is dead, whatever happens
-/// to the token's own record.
+/// to the token's own record. Keyed by the digest's first half and boxed, like the other
+/// tables (a 24-byte slot instead of an 80-byte one, in a table up to half empty); the other
+/// half is kept here and compared.
 struct AccessSlot {
+    rest: [u8; 16],
     grant: HalfKey,
     scope: Scope,
     expires_at: Timestamp,
@@ -214,7 +333,8 @@ trait Expiring {
 
 impl Expiring for Box<DeviceSlot> {
     fn drop_after(&self) -> Timestamp {
-        self.grant.record.retain_until()
+        // As `DeviceGrant::retain_until`.
+        self.expires_at.saturating_add(RETENTION_AFTER_EXPIRY)
     }
 }
 impl Expiring for Box<GrantSlot> {
@@ -222,7 +342,7 @@ impl Expiring for Box<GrantSlot> {
         self.keep_until
     }
 }
-impl Expiring for AccessSlot {
+impl Expiring for Box<AccessSlot> {
     fn drop_after(&self) -> Timestamp {
         self.expires_at
     }
@@ -360,7 +480,6 @@ impl<K: Hash + Eq, V: Expiring, H: BuildHasher + Default> Table<K, V, H> {
     }
 }
 
-type DigestTable<V> = Table<Digest, V, BuildHasherDefault<DigestHasher>>;
 type HalfKeyTable<V> = Table<HalfKey, V, BuildHasherDefault<DigestHasher>>;
 
 /// The ceiling on live pending device grants, and the count against it.
@@ -391,7 +510,7 @@ struct Inner {
     user_codes: HalfKeyTable<IndexEntry>,
     grants: HalfKeyTable<Box<GrantSlot>>,
     subjects: Table<Subject, Ids, RandomState>,
-    access: DigestTable<AccessSlot>,
+    access: HalfKeyTable<Box<AccessSlot>>,
     counters: Table<Box<str>, Counter, RandomState>,
     claims: HalfKeyTable<Claim>,
     pending: Pending,
@@ -592,12 +711,12 @@ impl MemoryStore {
         for i in 0..table.shards.len() {
             let mut shard = table.lock(i);
             shard.map.retain(|_, slot| {
-                if slot.counted && slot.grant.record.is_expired(now) {
-                    slot.counted = false;
+                if slot.counted() && slot.is_expired(now) {
+                    slot.uncount();
                     pending.uncount();
                 }
-                if slot.counted {
-                    earliest = earliest.min(slot.grant.record.expires_at.as_unix_millis());
+                if slot.counted() {
+                    earliest = earliest.min(slot.expires_at.as_unix_millis());
                 }
                 slot.drop_after() > now
             });
@@ -607,16 +726,20 @@ impl MemoryStore {
     }
 
     fn remove_access(&self, token: &Digest) -> bool {
-        self.inner
-            .access
-            .lock(shard_of(token))
-            .map
-            .remove(token)
-            .is_some()
+        let (key, rest) = split(token);
+        let mut access = self.inner.access.lock(key.shard());
+        if access.map.get(&key).is_some_and(|a| a.rest == rest) {
+            access.map.remove(&key);
+            true
+        } else {
+            false
+        }
     }
 
     fn store_access(&self, grant: &GrantId, digest: Digest, info: TokenInfo, now: Timestamp) {
+        let (key, rest) = split(&digest);
         let slot = AccessSlot {
+            rest,
             grant: HalfKey::of_grant(grant),
             scope: info.scope,
             expires_at: info.expires_at,
@@ -624,9 +747,9 @@ impl MemoryStore {
         };
         self.inner
             .access
-            .lock_for_write(shard_of(&digest), now)
+            .lock_for_write(key.shard(), now)
             .map
-            .insert(digest, slot);
+            .insert(key, Box::new(slot));
     }
 
     fn index_subject(&self, subject: &Subject, id: GrantId, now: Timestamp) {
@@ -716,7 +839,7 @@ impl Store for MemoryStore {
                 .insert(user_key, IndexEntry(device_key, drop_after));
         }
         let uncount = |slot: &DeviceSlot| {
-            if slot.counted {
+            if slot.counted() {
                 pending.uncount();
             }
         };
@@ -735,14 +858,7 @@ impl Store for MemoryStore {
             self.inner.user_codes.lock(user_shard).map.remove(&user_key);
             return Ok(Insert::Taken);
         }
-        let slot = DeviceSlot {
-            rest,
-            counted: true,
-            grant: Versioned {
-                version: 0,
-                record: grant,
-            },
-        };
+        let slot = DeviceSlot::new(rest, 0, grant, true);
         if let Some(old) = grants.map.insert(device_key, Box::new(slot)) {
             uncount(&old);
         }
@@ -760,7 +876,7 @@ impl Store for MemoryStore {
             .map
             .get(&key)
             .filter(|slot| slot.rest == rest && slot.drop_after() > now)
-            .map(|slot| slot.grant.clone()))
+            .map(|slot| slot.to_versioned()))
     }
 
     async fn device_grant_by_user_code(
@@ -781,7 +897,7 @@ impl Store for MemoryStore {
             .map
             .get(&device_key)
             .filter(|slot| slot.drop_after() > now)
-            .map(|slot| (join(&device_key, &slot.rest), slot.grant.clone())))
+            .map(|slot| (join(&device_key, &slot.rest), slot.to_versioned())))
     }
 
     async fn replace_device_grant(
@@ -798,18 +914,18 @@ impl Store for MemoryStore {
             self.inner
                 .device_grants
                 .lock_for_write_with(key.shard(), now, |_, slot| {
-                    if slot.counted {
+                    if slot.counted() {
                         pending.uncount();
                     }
                 });
         match grants.map.get_mut(&key) {
-            Some(slot) if slot.rest == rest && slot.grant.version == expected_version => {
-                if slot.counted && grant.status != GrantStatus::Pending {
-                    slot.counted = false;
+            Some(slot) if slot.rest == rest && slot.version == expected_version => {
+                let mut counted = slot.counted();
+                if counted && grant.status != GrantStatus::Pending {
+                    counted = false;
                     pending.uncount();
                 }
-                slot.grant.version += 1;
-                slot.grant.record = grant;
+                **slot = DeviceSlot::new(rest, expected_version + 1, grant, counted);
             }
             _ => return Ok(false),
         }
@@ -920,10 +1036,13 @@ impl Store for MemoryStore {
 
     async fn access_token(&self, token: &Digest, now: Timestamp) -> StoreResult<Option<TokenInfo>> {
         let (grant, scope, expires_at, rare) = {
-            let access = self.inner.access.lock(shard_of(token));
-            match access.map.get(token) {
-                Some(a) => (a.grant, a.scope.clone(), a.expires_at, a.rare.clone()),
-                None => return Ok(None),
+            let (key, rest) = split(token);
+            let access = self.inner.access.lock(key.shard());
+            match access.map.get(&key) {
+                Some(a) if a.rest == rest => {
+                    (a.grant, a.scope.clone(), a.expires_at, a.rare.clone())
+                }
+                _ => return Ok(None),
             }
         };
         let grants = self.inner.grants.lock(grant.shard());
