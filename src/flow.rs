@@ -145,7 +145,7 @@ impl<S: Store> DeviceFlow<S> {
     }
 
     /// The connected-devices service: the signed-in end user's devices, listed and signed out
-    /// (see [`connected_devices`](crate::connected_devices)).
+    /// (see the [connected-devices module](crate::connected_devices)).
     pub fn connected_devices_service(&self) -> ConnectedDevices<S> {
         ConnectedDevices::new(self.shared.clone())
     }
@@ -360,7 +360,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
     }
 
     /// How the verification page learns who the end user is (default: a
-    /// [`Subject`](crate::Subject) in the request extensions, put there by the application's
+    /// [`Subject`] in the request extensions, put there by the application's
     /// login layer).
     pub fn end_user(mut self, r: impl EndUserResolver) -> Self {
         self.end_user = Arc::new(r);
