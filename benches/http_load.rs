@@ -15,6 +15,17 @@
 //! 4. `GET /api/me` with a valid bearer token;
 //! 5. the same with an unknown token (401).
 //!
+//! With the per-source limits on (the demo's defaults, `Limits::default()`), and requests
+//! spread over many sources, as production traffic is:
+//!
+//! - 2L. scenario 2; 3L. scenario 3; 4L. scenario 4.
+//!
+//! Each connection binds its own 127.0.x.y source address (the server sees distinct TCP
+//! peers), and each request names its client in `X-Forwarded-For` from a pool of 65 536
+//! addresses, the peers being trusted proxies: every request passes the per-source rate limit
+//! with its address's table entry, as production traffic does. The unlimited scenarios run
+//! with `Limits::without_per_source()`, the "unprotected route".
+//!
 //! Also, as diagnostics: the bare handler receiving the very request of scenario 4, bearer
 //! header included (1a); `GET /api/public` through the endpoints layer without the bearer layer
 //! (1b); scenario 4 against a store holding 1e6 tokens instead of 1e3 (4M); and, when built with
@@ -33,7 +44,7 @@
 //! `1,4`). Only 127.0.0.1 is contacted, and every loop ends by its deadline.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,13 +57,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::family::Grant;
 use tower_device_flow::store::{Insert, IssuedGrant};
 use tower_device_flow::{
-    AccessToken, Client, Clock, DeviceFlow, DeviceGrant, Digest, GrantId, MemoryStore, Scope,
-    Store, Subject, SystemClock, TokenInfo,
+    AccessToken, Client, ClientAddr, Clock, DeviceFlow, DeviceGrant, Digest, ForwardedHeader,
+    GrantId, Limits, MemoryStore, Scope, Store, Subject, SystemClock, TokenInfo, TrustedProxies,
 };
 
 const CLIENT_ID: &str = "demo-device";
@@ -140,11 +151,16 @@ where
     let addr = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         // Ends with the runtime when the benchmark returns.
-        while let Ok((stream, _)) = listener.accept().await {
+        while let Ok((stream, peer)) = listener.accept().await {
             if nodelay {
                 let _ = stream.set_nodelay(true);
             }
-            let service = svc.clone();
+            let svc = svc.clone();
+            // As a server loop does: the peer address for the per-source limits.
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ClientAddr(peer));
+                svc.call(req)
+            });
             tokio::spawn(async move {
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -206,6 +222,26 @@ fn demo_scopes() -> Scope {
 }
 
 fn demo_flow<S: Store>(store: S) -> DeviceFlow<S> {
+    demo_builder(store)
+        // The unprotected route: everything comes from 127.0.0.1.
+        .limits(Limits::default().without_per_source())
+        .build()
+}
+
+/// The flow with the per-source limits on, behind trusted proxies (127/8) that name each
+/// request's client in `X-Forwarded-For`.
+fn limited_flow<S: Store>(store: S) -> DeviceFlow<S> {
+    let proxies = TrustedProxies::new(
+        ForwardedHeader::XForwardedFor,
+        ["127.0.0.0/8".parse().expect("network")],
+    );
+    demo_builder(store)
+        .limits(Limits::default())
+        .trusted_proxies(proxies)
+        .build()
+}
+
+fn demo_builder<S: Store>(store: S) -> tower_device_flow::DeviceFlowBuilder<S> {
     DeviceFlow::builder(store)
         .issuer("http://127.0.0.1:8080")
         .interval(Duration::ZERO)
@@ -213,7 +249,37 @@ fn demo_flow<S: Store>(store: S) -> DeviceFlow<S> {
         // Scenario 2 creates far more grants than the default cap of 10 000 per client and
         // window; keep the cap's counter on the path, but out of the way.
         .max_grants_per_client(Some(u64::MAX))
-        .build()
+}
+
+/// Connection `c`'s source address: 127.0.x.y, never 127.0.0.1.
+fn source_of_conn(c: usize) -> IpAddr {
+    let n = c + 2;
+    IpAddr::V4(Ipv4Addr::new(127, 0, (n / 250) as u8, (n % 250 + 1) as u8))
+}
+
+/// `X-Forwarded-For` values for 65 536 client addresses (198.18.0.0/15, the benchmarking
+/// range of RFC 2544).
+fn forwarded_pool() -> Arc<[HeaderValue]> {
+    (0..65_536u32)
+        .map(|i| {
+            let ip = Ipv4Addr::from(0xc612_0000 + i);
+            HeaderValue::from_str(&ip.to_string()).expect("address header")
+        })
+        .collect()
+}
+
+/// `templates` spread over sources: connection `c` binds its own loopback address and
+/// starts at its own place in the forwarded pool.
+fn spread(templates: Vec<Template>, conns: usize, pool: &Arc<[HeaderValue]>) -> Vec<Template> {
+    (0..conns)
+        .map(|c| {
+            let mut t = templates[c % templates.len()].clone();
+            t.source = Some(source_of_conn(c));
+            t.forwarded = pool.clone();
+            t.forwarded_offset = c * (pool.len() / conns.max(1)).max(1);
+            t
+        })
+        .collect()
 }
 
 /// Puts `total` access tokens into `store` through the [`Store`] trait, each with a grant of
@@ -317,6 +383,11 @@ struct Template {
     body: Bytes,
     /// `Authorization` values sent in turn, one per request (none when empty).
     bearer: Arc<[HeaderValue]>,
+    /// The connection's source address (default: the kernel's choice, 127.0.0.1).
+    source: Option<IpAddr>,
+    /// `X-Forwarded-For` values sent in turn from `forwarded_offset` (none when empty).
+    forwarded: Arc<[HeaderValue]>,
+    forwarded_offset: usize,
 }
 
 impl Template {
@@ -332,6 +403,9 @@ impl Template {
             headers,
             body: Bytes::new(),
             bearer: Arc::from(Vec::new()),
+            source: None,
+            forwarded: Arc::from(Vec::new()),
+            forwarded_offset: 0,
         }
     }
 
@@ -364,6 +438,10 @@ impl Template {
         if !self.bearer.is_empty() {
             let value = self.bearer[i % self.bearer.len()].clone();
             req.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        if !self.forwarded.is_empty() {
+            let value = self.forwarded[(self.forwarded_offset + i) % self.forwarded.len()].clone();
+            req.headers_mut().insert("x-forwarded-for", value);
         }
         req
     }
@@ -411,8 +489,13 @@ async fn send_one(
 async fn connect(
     addr: SocketAddr,
     nodelay: bool,
+    source: Option<IpAddr>,
 ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, BoxError> {
-    let stream = TcpStream::connect(addr).await?;
+    let socket = TcpSocket::new_v4()?;
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
     if nodelay {
         stream.set_nodelay(true)?;
     }
@@ -436,7 +519,7 @@ async fn drive(
         unexpected: 0,
         failed: false,
     };
-    let Ok(mut sender) = connect(addr, nodelay).await else {
+    let Ok(mut sender) = connect(addr, nodelay, template.source).await else {
         stats.failed = true;
         return stats;
     };
@@ -581,7 +664,9 @@ fn ms(d: Duration) -> String {
 
 /// Asks the device authorization endpoint at `addr` for `n` pending device codes.
 async fn pending_device_codes(addr: SocketAddr, n: usize, nodelay: bool) -> Vec<String> {
-    let mut sender = connect(addr, nodelay).await.expect("connect for setup");
+    let mut sender = connect(addr, nodelay, None)
+        .await
+        .expect("connect for setup");
     let template = Template::new(addr, Method::POST, "/oauth/device_authorization")
         .form(format!("client_id={CLIENT_ID}"));
     let mut codes = Vec::with_capacity(n);
@@ -728,6 +813,18 @@ async fn run(cfg: Config) {
     );
 
     let codes = pending_device_codes(app, cfg.conns, cfg.nodelay).await;
+
+    let limited = limited_flow(memory_store());
+    let limited_tokens = populate_tokens(
+        limited.store(),
+        cfg.small_tokens,
+        cfg.small_tokens.min(cfg.real_tokens),
+        Duration::from_secs(7200),
+    )
+    .await;
+    let limited_app = serve_app(&limited, cfg.nodelay).await;
+    let limited_codes = pending_device_codes(limited_app, cfg.conns, cfg.nodelay).await;
+    let pool = forwarded_pool();
     let invalid: Vec<AccessToken> = (0..cfg.conns).map(|_| AccessToken::generate()).collect();
 
     let mut scenarios = vec![
@@ -781,6 +878,43 @@ async fn run(cfg: Config) {
             label: format!("(4M) `GET /api/me` valid token, {} tokens", cfg.big_tokens),
             addr: big_app,
             templates: me_templates(big_app, &big_tokens, cfg.conns),
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            key: "2L",
+            label: "(2L) as (2), limits on, spread over sources".into(),
+            addr: limited_app,
+            templates: spread(
+                vec![
+                    Template::new(limited_app, Method::POST, "/oauth/device_authorization")
+                        .form(format!("client_id={CLIENT_ID}")),
+                ],
+                cfg.conns,
+                &pool,
+            ),
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            key: "3L",
+            label: "(3L) as (3), limits on, spread over sources".into(),
+            addr: limited_app,
+            templates: spread(
+                poll_templates(limited_app, &limited_codes),
+                cfg.conns,
+                &pool,
+            ),
+            expect: StatusCode::BAD_REQUEST,
+        },
+        Scenario {
+            key: "4L",
+            label: "(4L) as (4), limits on, spread over sources".into(),
+            addr: limited_app,
+            // The bearer layer reads no address: sources spread by connection only.
+            templates: spread(
+                me_templates(limited_app, &limited_tokens, cfg.conns),
+                cfg.conns,
+                &Arc::from(Vec::new()),
+            ),
             expect: StatusCode::OK,
         },
         Scenario {
@@ -871,6 +1005,11 @@ fn report(rows: &[Row], notes: &[String]) {
     target("(3) ÷ (1)", "3", "1", 0.75);
     target("(2) ÷ (1)", "2", "1", 0.70);
     target("(4) at 1e6 tokens ÷ (4) at 1e3 tokens", "4big", "4", 0.90);
+    target("(2L) limits on ÷ (1)", "2L", "1", 0.70);
+    target("(2L) limits on ÷ (2) unprotected", "2L", "2", 0.70);
+    target("(3L) limits on ÷ (1)", "3L", "1", 0.75);
+    target("(4L) limits on ÷ (1)", "4L", "1", 0.90);
+    target("(4L) limits on ÷ (4) unprotected", "4L", "4", 0.90);
     target("Redis (3) ÷ in-memory (3)", "r3", "3", 0.40);
     target(
         "Redis (4) ÷ in-memory (4) (no target; shown at 0.40)",

@@ -33,8 +33,16 @@
 //! let flow = DeviceFlow::builder(MemoryStore::default())
 //!     .end_user(|_: &http::request::Parts| Some(Subject::new("alice")))
 //!     .build();
+//! // GET only pre-fills the form...
 //! let page = Request::get("/device?user_code=WDJB-MJHT").body(Full::<bytes::Bytes>::default()).unwrap();
 //! let res = flow.verification().oneshot(page).await.unwrap();
+//! assert_eq!(res.status(), 200);
+//! // ...and submitting it looks the code up.
+//! let post = Request::post("/device")
+//!     .header("content-type", "application/x-www-form-urlencoded")
+//!     .body(Full::<bytes::Bytes>::from("user_code=WDJB-MJHT"))
+//!     .unwrap();
+//! let res = flow.verification().oneshot(post).await.unwrap();
 //! assert_eq!(res.status(), 400); // no such code was issued
 //! # }
 //! ```
