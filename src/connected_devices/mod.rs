@@ -481,7 +481,7 @@ fn render<S>(
     let body = if html {
         Bytes::from(page(&shared.config.paths.revoke_device, &outcome).render())
     } else {
-        Bytes::from(json(&outcome).to_string())
+        Bytes::from(json(&outcome))
     };
     let mut res = Response::new(Full::new(body));
     *res.status_mut() = status;
@@ -508,16 +508,37 @@ fn render<S>(
     res
 }
 
-fn json(outcome: &Result<Outcome, Problem>) -> serde_json::Value {
-    match outcome {
-        Ok(Outcome::Devices { devices, .. }) => serde_json::json!({
-            "devices": devices.iter().map(DeviceJson::from).collect::<Vec<_>>()
-        }),
-        Ok(Outcome::Revoked { revoked, .. }) => serde_json::json!({
-            "revoked": revoked.iter().map(GrantId::to_string).collect::<Vec<_>>()
-        }),
-        Err(p) => serde_json::json!({"error": p.code, "error_description": p.message}),
+/// The JSON answer, its members in the order the documentation gives them.
+fn json(outcome: &Result<Outcome, Problem>) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Answer<'a> {
+        Devices {
+            devices: Vec<DeviceJson<'a>>,
+        },
+        Revoked {
+            revoked: Vec<String>,
+        },
+        Problem {
+            error: &'static str,
+            error_description: &'static str,
+        },
     }
+    let answer = match outcome {
+        Ok(Outcome::Devices { devices, .. }) => Answer::Devices {
+            devices: devices.iter().map(DeviceJson::from).collect(),
+        },
+        Ok(Outcome::Revoked { revoked, .. }) => Answer::Revoked {
+            revoked: revoked.iter().map(GrantId::to_string).collect(),
+        },
+        Err(p) => Answer::Problem {
+            error: p.code,
+            error_description: p.message,
+        },
+    };
+    // Plain strings and numbers: serializing cannot fail; an empty body would be the answer
+    // if it did, never a panic.
+    serde_json::to_vec(&answer).unwrap_or_default()
 }
 
 fn page<'a>(action: &'a str, outcome: &'a Result<Outcome, Problem>) -> html::Page<'a> {
