@@ -13,6 +13,7 @@ use crate::form::BodyLimits;
 use crate::limits::Limiter;
 use crate::page::VerificationPage;
 use crate::scope::Scope;
+use crate::sign_in::SignIn;
 
 /// Where the endpoints are served by [`DeviceFlow::endpoints_layer`](crate::DeviceFlow::endpoints_layer).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +75,7 @@ pub(crate) struct Config {
     pub(crate) end_user: Arc<dyn EndUserResolver>,
     pub(crate) account_status: Option<Arc<dyn DynAccountStatus>>,
     pub(crate) page: Arc<dyn VerificationPage>,
+    pub(crate) sign_in: SignIn,
     pub(crate) limiter: Limiter,
     pub(crate) realm: String,
     pub(crate) scopes_supported: Option<Scope>,

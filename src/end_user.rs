@@ -146,6 +146,42 @@ fn basic_credentials(request: &Parts) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// The first of two resolvers that knows the end user: for example a session login (a
+/// [`Subject`] a middleware put in the extensions) with HTTP Basic for command-line tools.
+///
+/// The challenge and the password-login attempt are the second's, asked only when the first
+/// knows nobody; so a signed-in session never spends a failed-password budget.
+///
+/// ```
+/// use tower_device_flow::verification::{BasicLogin, FirstOf, FromExtensions};
+///
+/// let login = FirstOf(FromExtensions, BasicLogin::users("device", [("alice", "alice-password")]));
+/// # let _ = login;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FirstOf<A, B>(pub A, pub B);
+
+impl<A: EndUserResolver, B: EndUserResolver> EndUserResolver for FirstOf<A, B> {
+    fn end_user(&self, request: &Parts) -> Option<Subject> {
+        self.0
+            .end_user(request)
+            .or_else(|| self.1.end_user(request))
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        self.1.challenge().or_else(|| self.0.challenge())
+    }
+
+    fn login_attempt(&self, request: &Parts) -> Option<String> {
+        if self.0.end_user(request).is_some() {
+            return None;
+        }
+        self.0
+            .login_attempt(request)
+            .or_else(|| self.1.login_attempt(request))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +218,32 @@ mod tests {
             login.challenge().unwrap(),
             "Basic realm=\"device\", charset=\"UTF-8\""
         );
+    }
+
+    #[test]
+    fn first_of_prefers_the_session_and_falls_back_to_basic() {
+        let login = FirstOf(
+            FromExtensions,
+            BasicLogin::users("device", [("alice", "pw")]),
+        );
+        let ok = format!("Basic {}", STANDARD.encode("alice:pw"));
+        let bad = format!("Basic {}", STANDARD.encode("alice:nope"));
+        // A session user wins, and spends no password budget even with a wrong password.
+        let mut with_session = parts(Some(&bad));
+        with_session.extensions.insert(Subject::new("bob"));
+        assert_eq!(login.end_user(&with_session), Some(Subject::new("bob")));
+        assert_eq!(login.login_attempt(&with_session), None);
+        // Without one, Basic decides, and its attempts are reported.
+        assert_eq!(
+            login.end_user(&parts(Some(&ok))),
+            Some(Subject::new("alice"))
+        );
+        assert_eq!(login.end_user(&parts(Some(&bad))), None);
+        assert_eq!(
+            login.login_attempt(&parts(Some(&bad))).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(login.end_user(&parts(None)), None);
+        assert!(login.challenge().is_some());
     }
 }

@@ -26,6 +26,7 @@ use crate::metadata::Metadata;
 use crate::page::{DefaultPage, VerificationPage};
 use crate::revocation::Revocation;
 use crate::scope::Scope;
+use crate::sign_in::SignIn;
 use crate::store::{Store, StoreResult};
 use crate::token::TokenEndpoint;
 use crate::verification::Verification;
@@ -93,7 +94,8 @@ impl<S: Store> DeviceFlow<S> {
             paths: Paths::default(),
             end_user: Arc::new(FromExtensions),
             account_status: None,
-            page: Arc::new(DefaultPage),
+            page: Arc::new(DefaultPage::default()),
+            sign_in: SignIn::Challenge,
             limits: Limits::default(),
             proxies: TrustedProxies::none(),
             ipv6_prefix: 64,
@@ -224,6 +226,7 @@ pub struct DeviceFlowBuilder<S> {
     end_user: Arc<dyn EndUserResolver>,
     account_status: Option<Arc<dyn DynAccountStatus>>,
     page: Arc<dyn VerificationPage>,
+    sign_in: SignIn,
     limits: Limits,
     proxies: TrustedProxies,
     ipv6_prefix: u8,
@@ -382,6 +385,14 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// What a signed-out visitor of the verification page gets (default
+    /// [`SignIn::Challenge`], a 401): [`SignIn::redirect`] sends browsers to the
+    /// application's login page, with a return address back to the code they were entering.
+    pub fn sign_in(mut self, sign_in: SignIn) -> Self {
+        self.sign_in = sign_in;
+        self
+    }
+
     /// Failed user-code entries allowed per end user (default 5 per 15 minutes); see
     /// [`GuessingLimits`](crate::limits::GuessingLimits).
     pub fn failed_attempts_per_user(mut self, limit: AttemptLimit) -> Self {
@@ -481,6 +492,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     end_user: self.end_user,
                     account_status: self.account_status,
                     page: self.page,
+                    sign_in: self.sign_in,
                     limiter,
                     realm: self.realm,
                     scopes_supported: self.scopes_supported,

@@ -30,6 +30,7 @@ const FLOORS: &[(&str, &[&str])] = &[
             "end_user",
             "account_status",
             "page",
+            "sign_in",
             "config",
             "response",
         ],
@@ -100,7 +101,9 @@ fn expand(tree: &str) -> Vec<String> {
         return vec![path.to_owned()];
     };
     let prefix = &tree[..open];
-    let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+    // (A "use " inside a string literal may bring text with no closing brace after this.)
+    let close = tree.rfind('}').filter(|&c| c > open).unwrap_or(tree.len());
+    let inner = &tree[open + 1..close];
     let (mut parts, mut depth, mut cur) = (Vec::new(), 0, String::new());
     for ch in inner.chars() {
         match ch {

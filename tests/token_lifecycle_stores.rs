@@ -45,6 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
 use tokio::task::JoinHandle;
 use tower::{service_fn, Layer};
+use tower_device_flow::verification::SignIn;
 use tower_device_flow::{
     AccessToken, BasicLogin, Client, Clock, DeviceFlow, DeviceFlowBuilder, GrantId, ManualClock,
     RefreshToken, Scope, Store, StoreError, Subject, SystemClock, TokenInfo,
@@ -922,6 +923,37 @@ async fn an_account_disabled_during_redemption_keeps_nothing<S: Store>(srv: &Ser
         .assert_oauth_error(400, "invalid_grant");
 }
 
+/// With the application's login page configured, a signed-out browser is sent there (303),
+/// to come back to the list; a script still gets the 401.
+async fn a_signed_out_browser_goes_to_the_login_page<S: Store>(srv: &Server<S>) {
+    let browser = [("accept", "text/html,application/xhtml+xml,*/*;q=0.8")];
+    let res = srv
+        .send(request(Method::GET, DEVICES, &browser, Bytes::new()))
+        .await;
+    assert_eq!(res.status, 303, "{}", res.text());
+    assert_eq!(
+        res.header("location"),
+        Some("/login?return_to=%2Faccount%2Fdevices")
+    );
+    assert!(res
+        .text()
+        .contains("href=\"/login?return_to=%2Faccount%2Fdevices\""));
+    assert_eq!(res.header("x-frame-options"), Some("DENY"));
+    let res = srv
+        .send(request(Method::GET, DEVICES, &[], Bytes::new()))
+        .await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "login_required");
+    // Signed in, the browser gets the page.
+    let res = srv.devices_as("alice", &browser).await;
+    res.assert_status(200);
+    assert!(res.text().contains("Signed in as <strong>alice</strong>"));
+}
+
+fn with_login_page<S: Store>(b: DeviceFlowBuilder<S>, _: &Accounts) -> DeviceFlowBuilder<S> {
+    b.sign_in(SignIn::redirect("/login"))
+}
+
 // ---- the stores ---------------------------------------------------------------------------
 
 fn memory_store() -> tower_device_flow::MemoryStore {
@@ -965,6 +997,7 @@ on_memory! {
     the_page_escapes_every_field;
     a_refused_subject_loses_every_grant with with_account_status;
     an_account_disabled_during_redemption_keeps_nothing with with_account_status;
+    a_signed_out_browser_goes_to_the_login_page with with_login_page;
 }
 
 #[cfg(feature = "redis")]

@@ -1,11 +1,13 @@
-//! The connected-devices page's HTML: plain, dependency-free, in the verification page's look,
-//! every field escaped.
+//! The connected-devices page's HTML, in the look every end-user page of the crate shares
+//! ([`layout`](crate::page::layout)), every field escaped.
 
 use std::fmt::Write as _;
 
 use super::ConnectedDevice;
 use crate::clock::Timestamp;
-use crate::page::escape_html;
+use crate::page::{escape_html, format_rfc3339, format_utc, layout};
+
+const TITLE: &str = "Connected devices";
 
 /// What the page shows.
 pub(super) enum Page<'a> {
@@ -17,6 +19,8 @@ pub(super) enum Page<'a> {
         devices: &'a [ConnectedDevice],
         notice: Option<Notice>,
     },
+    /// A signed-out browser, being sent to the application's login page.
+    SignIn { login_url: &'a str },
     /// Something the end user must be told (sign-in needed, unknown device...).
     Problem { message: &'a str },
 }
@@ -28,15 +32,24 @@ pub(super) enum Notice {
 }
 
 impl Page<'_> {
-    pub(super) fn render(&self) -> String {
-        let mut body = String::with_capacity(1024);
-        body.push_str("<h1>Connected devices</h1>");
+    /// The whole document, its inline style under `nonce` (the response's CSP nonce).
+    pub(super) fn render(&self, nonce: &str) -> String {
+        let mut main = String::with_capacity(1024);
+        let _ = write!(main, "<h1>{TITLE}</h1>");
         match self {
             Page::Problem { message } => {
                 let _ = write!(
-                    body,
-                    "<p class=\"error\" role=\"alert\">{}</p>",
+                    main,
+                    "<div class=\"alert\" role=\"alert\"><p>{}</p></div>",
                     escape_html(message)
+                );
+            }
+            Page::SignIn { login_url } => {
+                let _ = write!(
+                    main,
+                    "<p>Sign in to see the devices connected to your account.</p>\
+                     <p><a class=\"button primary wide\" href=\"{}\">Sign in</a></p>",
+                    escape_html(login_url)
                 );
             }
             Page::Devices {
@@ -46,48 +59,43 @@ impl Page<'_> {
                 notice,
             } => {
                 let _ = write!(
-                    body,
-                    "<p>Signed in as <strong>{}</strong>.</p>",
+                    main,
+                    "<p class=\"user\">Signed in as <strong>{}</strong></p>",
                     escape_html(end_user)
                 );
                 if let Some(Notice::SignedOut(n)) = notice {
-                    let what = if *n == 1 {
-                        "The device is".to_owned()
-                    } else {
-                        format!("{n} devices are")
+                    let what = match n {
+                        1 => "The device is signed out".to_owned(),
+                        n => format!("{n} devices are signed out"),
                     };
                     let _ = write!(
-                        body,
-                        "<p class=\"notice\" role=\"status\">{what} signed out: \
-                         its tokens no longer work.</p>"
+                        main,
+                        "<div class=\"notice\" role=\"status\"><p>{what}: their tokens no \
+                         longer work.</p></div>"
                     );
                 }
-                if devices.is_empty() {
-                    body.push_str("<p>No device is signed in to your account.</p>");
-                }
+                main.push_str(if devices.is_empty() {
+                    "<p class=\"lead\">No device is signed in to your account.</p>"
+                } else {
+                    "<p class=\"lead\">These devices can use your account. Sign out any you do \
+                     not recognise or no longer use.</p>"
+                });
                 for d in devices.iter() {
-                    device(&mut body, action, d);
+                    device(&mut main, action, d);
                 }
                 if devices.len() > 1 {
                     let _ = write!(
-                        body,
-                        "<form method=\"post\" action=\"{}\">\
+                        main,
+                        "<form method=\"post\" action=\"{}\" class=\"actions\">\
                          <input type=\"hidden\" name=\"all\" value=\"true\">\
-                         <button type=\"submit\">Sign out every device</button></form>",
+                         <button class=\"button primary\" type=\"submit\">Sign out every \
+                         device</button></form>",
                         escape_html(action)
                     );
                 }
             }
         }
-        format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>Connected devices</title><style>body{{font-family:system-ui,sans-serif;\
-             max-width:32rem;margin:3rem auto;padding:0 1rem}}\
-             section{{border-top:1px solid #ccc;padding:.5rem 0}}\
-             button{{font:inherit;padding:.4rem 1rem}}.error{{color:#b00020}}\
-             .notice{{color:#1b5e20}}</style></head><body>{body}</body></html>"
-        )
+        layout("en", TITLE, nonce, &main)
     }
 }
 
@@ -95,58 +103,43 @@ impl Page<'_> {
 fn device(out: &mut String, action: &str, d: &ConnectedDevice) {
     let id = d.client_id.as_str();
     let name = d.client_name.as_deref().unwrap_or(id);
-    let scopes: String = d
+    let scopes: Vec<String> = d
         .scope
         .iter()
-        .map(|s| format!("<code>{}</code> ", escape_html(s)))
+        .map(|s| format!("<code>{}</code>", escape_html(s)))
         .collect();
     let scopes = if scopes.is_empty() {
         "basic access".to_owned()
     } else {
-        scopes
+        scopes.join(" ")
     };
     let _ = write!(
         out,
-        "<section><h2>{}</h2><p>(<code>{}</code>) may use: {}</p>\
-         <p>Approved {}; last used {}.</p>\
-         <form method=\"post\" action=\"{}\">\
-         <input type=\"hidden\" name=\"grant_id\" value=\"{}\">\
-         <button type=\"submit\">Sign out</button></form></section>",
-        escape_html(name),
-        escape_html(id),
-        scopes.trim_end(),
-        time(d.approved_at),
-        time(d.last_used_at),
-        escape_html(action),
-        escape_html(&d.grant_id.to_string()),
+        "<section><h2>{name}</h2><dl class=\"details\">\
+         <dt>Client</dt><dd>{name} <span class=\"muted\">(<code>{id}</code>)</span></dd>\
+         <dt>Access</dt><dd>{scopes}</dd>\
+         <dt>Approved</dt><dd>{approved}</dd>\
+         <dt>Last used</dt><dd>{used}</dd></dl>\
+         <form method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"grant_id\" value=\"{grant}\">\
+         <button class=\"button secondary wide\" type=\"submit\">Sign out</button></form>\
+         </section>",
+        name = escape_html(name),
+        id = escape_html(id),
+        approved = time(d.approved_at),
+        used = time(d.last_used_at),
+        action = escape_html(action),
+        grant = escape_html(&d.grant_id.to_string()),
     );
 }
 
 /// A `<time>` element for `t`, shown in UTC to the minute.
 fn time(t: Timestamp) -> String {
-    let (y, mo, d, h, mi, s) = utc(t);
     format!(
-        "<time datetime=\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z\">\
-         {y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC</time>"
+        "<time datetime=\"{}\">{}</time>",
+        format_rfc3339(t),
+        format_utc(t)
     )
-}
-
-/// The UTC calendar date and time of `t`: year, month, day, hour, minute, second (the
-/// proleptic Gregorian calendar, by the days-from-civil algorithm inverted).
-fn utc(t: Timestamp) -> (u64, u64, u64, u64, u64, u64) {
-    let secs = t.as_unix_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Days since 0000-03-01, in 400-year eras of 146 097 days.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day, rest / 3600, rest / 60 % 60, rest % 60)
 }
 
 #[cfg(test)]
@@ -160,14 +153,11 @@ mod tests {
     }
 
     #[test]
-    fn utc_dates() {
-        assert_eq!(utc(at(0)), (1970, 1, 1, 0, 0, 0));
-        assert_eq!(utc(at(1_700_000_000)), (2023, 11, 14, 22, 13, 20));
-        assert_eq!(utc(at(951_782_400)), (2000, 2, 29, 0, 0, 0));
-        assert_eq!(utc(at(951_868_799)), (2000, 2, 29, 23, 59, 59));
-        assert_eq!(utc(at(4_107_542_400)), (2100, 3, 1, 0, 0, 0));
-        assert_eq!(utc(at(1_735_689_599)), (2024, 12, 31, 23, 59, 59));
-        assert!(time(at(1_700_000_000)).contains("2023-11-14T22:13:20Z"));
+    fn times_are_utc_with_a_machine_readable_twin() {
+        assert_eq!(
+            time(at(1_700_000_000)),
+            "<time datetime=\"2023-11-14T22:13:20Z\">2023-11-14 22:13 UTC</time>"
+        );
     }
 
     #[test]
@@ -187,7 +177,7 @@ mod tests {
             devices: &[device.clone(), device],
             notice: Some(Notice::SignedOut(2)),
         }
-        .render();
+        .render("NONCE");
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("<b>"), "{html}");
         assert!(!html.contains("'&"), "{html}");
@@ -195,7 +185,12 @@ mod tests {
         assert!(html.contains("&lt;b&gt;&amp;&#39;x"));
         assert!(html.contains("value=\"abababababababababababababababab\""));
         assert!(html.contains("Sign out every device"));
-        let problem = Page::Problem { message: hostile }.render();
+        let problem = Page::Problem { message: hostile }.render("NONCE");
+        let sign_in = Page::SignIn {
+            login_url: "/login?return_to=%2Fa\"><script>",
+        }
+        .render("NONCE");
+        assert!(!sign_in.contains("<script"), "{sign_in}");
         assert!(!problem.contains("<script"), "{problem}");
     }
 
@@ -215,8 +210,9 @@ mod tests {
             devices: &[device],
             notice: None,
         }
-        .render();
+        .render("NONCE");
         assert!(one.contains("<h2>tv</h2>") && one.contains("basic access"));
+        assert!(one.contains("<style nonce=\"NONCE\">"), "{one}");
         assert!(!one.contains("Sign out every device"));
         let none = Page::Devices {
             action: "/account/devices/revoke",
@@ -224,7 +220,7 @@ mod tests {
             devices: &[],
             notice: None,
         }
-        .render();
+        .render("NONCE");
         assert!(none.contains("No device is signed in"));
         assert!(!none.contains("<form"));
     }

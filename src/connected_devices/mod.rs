@@ -14,11 +14,14 @@
 //!   for a grant that is not the signed-in end user's (someone else's, already revoked, or
 //!   unknown: they are not told apart), 400 for a malformed form.
 //!
-//! Without a signed-in end user the answer is 401 with the resolver's challenge; failed
-//! sign-ins count against the same budgets as on the verification page
+//! Without a signed-in end user the answer is 401 with the resolver's challenge (or, under
+//! [`SignIn::Redirect`], a browser is sent to the login
+//! page, which brings it back to the list); failed sign-ins count against the same budgets as
+//! on the verification page
 //! ([`FailedAuthLimits`](crate::limits::FailedAuthLimits)). A cross-site POST is refused
-//! (403), by the verification page's check; and the page carries its headers: not cached, not
-//! framed, not sniffed, a strict CSP.
+//! (403), by the verification page's check; and the page carries its headers and its look
+//! ([`layout`](crate::verification::layout)): not cached, not framed, not sniffed, a strict
+//! CSP under a fresh nonce.
 //!
 //! "Last used" is when tokens were last issued from the grant: its redemption or its latest
 //! refresh. Requests the device makes with its access token do not count (that would cost a
@@ -62,7 +65,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -77,8 +80,10 @@ use crate::error::OAuthError;
 use crate::form::{check_form_post, read_body, Form};
 use crate::ids::{ClientId, GrantId, Subject};
 use crate::limits::{reserve_attempt, retry_after_until, AuthKind};
+use crate::page::{new_nonce, ContentSecurityPolicy};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::Scope;
+use crate::sign_in::{login_location, return_address, SignIn};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// One device the end user approved: an active grant, as the end user sees it.
@@ -205,7 +210,35 @@ where
         Ok(Action::Revoke) => revoke(shared, req).await,
         Err(p) => Err(p),
     };
+    let outcome = match outcome {
+        // A signed-out browser goes to the application's login page, if it has one, and
+        // comes back to the list.
+        Err(p) if p.status == StatusCode::UNAUTHORIZED && html => match login_redirect(shared) {
+            Some(location) => Err(Problem {
+                status: StatusCode::SEE_OTHER,
+                ..p
+            }
+            .with_header(header::LOCATION, Some(location))),
+            None => Err(p),
+        },
+        outcome => outcome,
+    };
     Ok(render(shared, outcome, html))
+}
+
+/// Where [`SignIn::Redirect`] sends a signed-out browser: the login page, returning to the
+/// list. `None` for the 401 challenge.
+fn login_redirect<S>(shared: &Shared<S>) -> Option<HeaderValue> {
+    let config = &shared.config;
+    let SignIn::Redirect {
+        login_url,
+        return_param,
+    } = &config.sign_in
+    else {
+        return None;
+    };
+    let return_to = return_address(&config.paths.connected_devices, None, &*config.user_codes);
+    login_location(login_url, return_param, &return_to)
 }
 
 /// At the configured paths, each method at its own; mounted elsewhere, by method alone.
@@ -223,14 +256,12 @@ fn action<S>(shared: &Shared<S>, method: &Method, path: &str) -> Result<Action, 
     match (allowed, revoke) {
         (true, false) => Ok(Action::List),
         (true, true) => Ok(Action::Revoke),
-        (false, _) => Err(Problem {
-            allow: Some(allow),
-            ..Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request",
-                "This method is not allowed here.",
-            )
-        }),
+        (false, _) => Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "This method is not allowed here.",
+        )
+        .with_header(header::ALLOW, Some(HeaderValue::from_static(allow)))),
     }
 }
 
@@ -254,8 +285,10 @@ struct Problem {
     code: &'static str,
     message: &'static str,
     retry_after: Option<u64>,
-    challenge: Option<HeaderValue>,
-    allow: Option<&'static str>,
+    /// A header the refusal needs: the resolver's `WWW-Authenticate` challenge with a 401,
+    /// `Allow` with a 405, or for a signed-out browser under [`SignIn::Redirect`] the login
+    /// page's `Location` with a 303. Boxed: rare, and it keeps every `Result` small.
+    header: Option<Box<(HeaderName, HeaderValue)>>,
 }
 
 impl Problem {
@@ -265,8 +298,20 @@ impl Problem {
             code,
             message,
             retry_after: None,
-            challenge: None,
-            allow: None,
+            header: None,
+        }
+    }
+
+    fn with_header(mut self, name: HeaderName, value: Option<HeaderValue>) -> Self {
+        self.header = value.map(|v| Box::new((name, v)));
+        self
+    }
+
+    /// The login page a signed-out browser is sent to, if this is that 303.
+    fn location(&self) -> Option<&str> {
+        match self.header.as_deref() {
+            Some((name, value)) if name == header::LOCATION => value.to_str().ok(),
+            _ => None,
         }
     }
 
@@ -371,13 +416,13 @@ where
 /// passwords.
 async fn sign_in<S: Store>(shared: &Shared<S>, parts: &Parts) -> Result<Subject, Problem> {
     let resolver = &shared.config.end_user;
-    let unauthorized = || Problem {
-        challenge: resolver.challenge(),
-        ..Problem::new(
+    let unauthorized = || {
+        Problem::new(
             StatusCode::UNAUTHORIZED,
             "login_required",
             "Sign in to see your devices.",
         )
+        .with_header(header::WWW_AUTHENTICATE, resolver.challenge())
     };
     let Some(account) = resolver.login_attempt(parts) else {
         return resolver.end_user(parts).ok_or_else(unauthorized);
@@ -478,8 +523,14 @@ fn render<S>(
     let status = outcome
         .as_ref()
         .map_or_else(|p| p.status, |_| StatusCode::OK);
+    let nonce = new_nonce();
     let body = if html {
-        Bytes::from(page(&shared.config.paths.revoke_device, &outcome).render())
+        let login_url = match &outcome {
+            Err(p) => p.location(),
+            Ok(_) => None,
+        };
+        let page = page(&shared.config.paths.revoke_device, &outcome, login_url);
+        Bytes::from(page.render(&nonce))
     } else {
         Bytes::from(json(&outcome))
     };
@@ -492,17 +543,19 @@ fn render<S>(
         "application/json"
     };
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        ContentSecurityPolicy::strict(&nonce).header_value(),
+    );
     browser::protect(h);
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     if let Err(p) = outcome {
         if let Some(secs) = p.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(challenge) = p.challenge {
-            h.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        if let Some(allow) = p.allow {
-            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(extra) = p.header {
+            let (name, value) = *extra;
+            h.insert(name, value);
         }
     }
     res
@@ -541,7 +594,14 @@ fn json(outcome: &Result<Outcome, Problem>) -> Vec<u8> {
     serde_json::to_vec(&answer).unwrap_or_default()
 }
 
-fn page<'a>(action: &'a str, outcome: &'a Result<Outcome, Problem>) -> html::Page<'a> {
+fn page<'a>(
+    action: &'a str,
+    outcome: &'a Result<Outcome, Problem>,
+    login_url: Option<&'a str>,
+) -> html::Page<'a> {
+    if let Some(login_url) = login_url {
+        return html::Page::SignIn { login_url };
+    }
     match outcome {
         Ok(Outcome::Devices { end_user, devices }) => html::Page::Devices {
             action,

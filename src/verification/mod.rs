@@ -18,8 +18,17 @@
 //! another site cannot make a signed-in browser approve an attacker's code, and the page may
 //! not be framed.
 //!
-//! Responses are HTML from a replaceable [`VerificationPage`], or JSON for a client that
-//! accepts `application/json` and not `text/html`.
+//! A signed-out visitor gets a 401 (with the resolver's challenge, such as HTTP Basic's), or,
+//! with [`SignIn::redirect`], a browser is sent to the application's login page with a return
+//! address back to the code it was entering: always a same-origin path built from the
+//! verification path and the code ([`return_address`]), never a URL from the request.
+//!
+//! Responses are HTML from a replaceable [`VerificationPage`] (every step has its own
+//! [`PageView`]; the page may set its own status, headers and [`ContentSecurityPolicy`],
+//! under a fresh nonce per response), or JSON for a client that accepts `application/json`
+//! and not `text/html`. Every HTML answer carries `Cache-Control: no-store`,
+//! `X-Frame-Options: DENY`, `frame-ancestors 'none'`, `X-Content-Type-Options: nosniff` and a
+//! `Referrer-Policy` that keeps the code in the URL from other sites.
 //!
 //! ```
 //! use http::Request;
@@ -60,8 +69,12 @@ use http_body::Body;
 use http_body_util::Full;
 use tower_service::Service;
 
-pub use crate::end_user::{BasicLogin, EndUserResolver, FromExtensions};
-pub use crate::page::{escape_html, DefaultPage, PageView, VerificationPage};
+pub use crate::end_user::{BasicLogin, EndUserResolver, FirstOf, FromExtensions};
+pub use crate::page::{
+    escape_html, layout, ContentSecurityPolicy, DefaultPage, Message, Page, PageError, PageRequest,
+    PageView, Texts, VerificationPage, STYLESHEET,
+};
+pub use crate::sign_in::{local_path, return_address, SignIn, RETURN_TO};
 
 use std::net::IpAddr;
 
@@ -74,7 +87,9 @@ use crate::grant::{DecideError, Decision, DeviceGrant, GrantStatus};
 use crate::limits::{
     reserve_attempt, reserve_guess, retry_after_secs, retry_after_until, AuthKind, Route,
 };
+use crate::page::new_nonce;
 use crate::response::{OAuthBody, ResponseFuture};
+use crate::sign_in::login_location;
 use crate::store::{Store, Subject, Versioned};
 
 /// How often a decision re-reads after losing a compare-and-swap to a concurrent poll.
@@ -128,8 +143,14 @@ where
         ResponseFuture::new(
             async move {
                 let json = wants_json(req.headers());
+                // Kept for the page (locale, the request it answers); the request is consumed.
+                let (method, uri, headers) = (
+                    req.method().clone(),
+                    req.uri().clone(),
+                    req.headers().clone(),
+                );
                 let outcome = handle(&shared, req).await;
-                render(&shared, outcome, json)
+                render(&shared, outcome, json, (&method, &uri, &headers))
             }
             .instrument(span),
         )
@@ -140,7 +161,8 @@ where
 enum Outcome {
     EnterCode {
         prefill: String,
-        error: Option<(StatusCode, &'static str, &'static str)>,
+        error: Option<CodeError>,
+        end_user: Option<Subject>,
     },
     Confirm {
         user_code: String,
@@ -152,7 +174,31 @@ enum Outcome {
     Done {
         approved: bool,
     },
+    /// A signed-out browser, sent to the login page (303 to `location`).
+    SignIn {
+        location: HeaderValue,
+    },
     Problem(Problem),
+}
+
+/// Why a typed code was refused: the form is shown again with the message.
+#[derive(Clone, Copy)]
+struct CodeError {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+    page: PageError,
+}
+
+impl From<(StatusCode, &'static str, &'static str)> for CodeError {
+    fn from((status, code, message): (StatusCode, &'static str, &'static str)) -> Self {
+        CodeError {
+            status,
+            code,
+            message,
+            page: PageError::classify(status, code),
+        }
+    }
 }
 
 /// A refusal: status, JSON error code, message for the end user.
@@ -216,14 +262,25 @@ where
         Method::GET | Method::HEAD => {
             // Only pre-fill: a lookup here could be neither counted (any page can make a
             // signed-in browser GET this) nor left uncounted (a free guessing oracle).
-            let query = req.uri().query().unwrap_or("");
+            let (parts, _) = req.into_parts();
+            let query = parts.uri.query().unwrap_or("");
             let prefill = Form::parse(query.as_bytes())
                 .ok()
                 .and_then(|f| f.get("user_code").ok().flatten().map(str::to_owned))
                 .unwrap_or_default();
+            let end_user = match signed_in_for_page(shared, &parts).await? {
+                Some(user) => Some(user),
+                None => {
+                    if let Some(location) = login_redirect(shared, &parts, Some(&prefill)) {
+                        return Ok(Outcome::SignIn { location });
+                    }
+                    None
+                }
+            };
             Ok(Outcome::EnterCode {
                 prefill,
                 error: None,
+                end_user,
             })
         }
         Method::POST => {
@@ -253,7 +310,13 @@ where
                     "Too many requests from your network. Wait a moment and try again.",
                 ));
             }
-            let user = sign_in(shared, &parts, source).await?;
+            let user = match sign_in(shared, &parts, source).await {
+                Ok(user) => user,
+                Err(p) if p.status == StatusCode::UNAUTHORIZED => {
+                    return signed_out_post(shared, &parts, body, p).await
+                }
+                Err(p) => return Err(p),
+            };
             let bytes = read_body(&parts.headers, body, &config.body)
                 .await
                 .map_err(|e| {
@@ -278,11 +341,13 @@ where
             let Some(typed) = field("user_code")?.map(str::to_owned) else {
                 return Ok(Outcome::EnterCode {
                     prefill: String::new(),
-                    error: Some((
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "Enter the code shown on your device.",
-                    )),
+                    error: Some(CodeError {
+                        status: StatusCode::BAD_REQUEST,
+                        code: "invalid_request",
+                        message: "Enter the code shown on your device.",
+                        page: PageError::MissingCode,
+                    }),
+                    end_user: Some(user),
                 });
             };
             let decision = match field("decision")? {
@@ -302,7 +367,8 @@ where
                 Err(Refusal::Code(status, code, message)) => {
                     return Ok(Outcome::EnterCode {
                         prefill: typed,
-                        error: Some((status, code, message)),
+                        error: Some((status, code, message).into()),
+                        end_user: Some(user),
                     })
                 }
                 Err(Refusal::Problem(p)) => return Err(p),
@@ -541,84 +607,262 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
 }
 
-fn render<S>(shared: &Shared<S>, outcome: Outcome, json: bool) -> Response<OAuthBody> {
+/// True for a request that takes HTML (a browser's navigation or form post).
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|a| a.contains("text/html"))
+}
+
+/// Who is signed in, for a GET. The resolver is asked directly only when it checks no
+/// password (a session); a password login is asked only under [`SignIn::Redirect`], through
+/// the budgeted [`sign_in`], so a GET is never a free password oracle.
+async fn signed_in_for_page<S: Store>(
+    shared: &Shared<S>,
+    parts: &Parts,
+) -> Result<Option<Subject>, Problem> {
+    let config = &shared.config;
+    let resolver = &config.end_user;
+    if resolver.login_attempt(parts).is_none() {
+        return Ok(resolver.end_user(parts));
+    }
+    if !matches!(config.sign_in, SignIn::Redirect { .. }) {
+        return Ok(None);
+    }
+    let source = config
+        .limiter
+        .resolve(&parts.extensions, &parts.headers)
+        .source;
+    match sign_in(shared, parts, source).await {
+        Ok(user) => Ok(Some(user)),
+        Err(p) if p.status == StatusCode::UNAUTHORIZED => Ok(None),
+        Err(p) => Err(p),
+    }
+}
+
+/// Where to send a signed-out browser under [`SignIn::Redirect`]: the login page, with the
+/// return address built from the verification path and `code`. `None` for the 401.
+fn login_redirect<S>(shared: &Shared<S>, parts: &Parts, code: Option<&str>) -> Option<HeaderValue> {
+    let config = &shared.config;
+    let SignIn::Redirect {
+        login_url,
+        return_param,
+    } = &config.sign_in
+    else {
+        return None;
+    };
+    if wants_json(&parts.headers) || !accepts_html(&parts.headers) {
+        return None;
+    }
+    let return_to = return_address(&config.paths.verification, code, &*config.user_codes);
+    login_location(login_url, return_param, &return_to)
+}
+
+/// A POST from a signed-out visitor: the 401, or for a browser under [`SignIn::Redirect`] the
+/// login page, keeping the code it typed (read within the body limits).
+async fn signed_out_post<S, B>(
+    shared: &Shared<S>,
+    parts: &Parts,
+    body: B,
+    unauthorized: Problem,
+) -> Result<Outcome, Problem>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if login_redirect(shared, parts, None).is_none() {
+        return Err(unauthorized);
+    }
+    let code = match read_body(&parts.headers, body, &shared.config.body).await {
+        Ok(bytes) => Form::parse(&bytes)
+            .ok()
+            .and_then(|f| f.get("user_code").ok().flatten().map(str::to_owned)),
+        Err(_) => None,
+    };
+    match login_redirect(shared, parts, code.as_deref()) {
+        Some(location) => Ok(Outcome::SignIn { location }),
+        None => Err(unauthorized),
+    }
+}
+
+/// What the service answers, ready for rendering.
+struct Answer<'a> {
+    status: StatusCode,
+    json: serde_json::Value,
+    view: PageView<'a>,
+    retry_after: Option<u64>,
+    challenge: Option<HeaderValue>,
+    location: Option<HeaderValue>,
+}
+
+fn render<S>(
+    shared: &Shared<S>,
+    outcome: Outcome,
+    json: bool,
+    (method, uri, headers): (&Method, &http::Uri, &HeaderMap),
+) -> Response<OAuthBody> {
     let config = &shared.config;
     let action = config.paths.verification.as_str();
-    let (status, view_json, html, retry_after, challenge) = match outcome {
-        Outcome::EnterCode { prefill, error } => {
-            let status = error.map_or(StatusCode::OK, |e| e.0);
-            let view = serde_json::json!(match error {
-                Some((_, code, message)) =>
-                    serde_json::json!({"error": code, "error_description": message}),
+    let now = shared.clock.now();
+    let location_text;
+    let answer = match &outcome {
+        Outcome::EnterCode {
+            prefill,
+            error,
+            end_user,
+        } => Answer {
+            status: error.map_or(StatusCode::OK, |e| e.status),
+            json: match error {
+                Some(e) => serde_json::json!({"error": e.code, "error_description": e.message}),
                 None => serde_json::json!({"status": "enter_code"}),
-            });
-            let html = config.page.render(&PageView::EnterCode {
+            },
+            view: PageView::EnterCode {
                 action,
-                prefill: &prefill,
-                error: error.map(|e| e.2),
-            });
-            (status, view, html, None, None)
-        }
+                prefill,
+                error: error.map(|e| e.page),
+                end_user: end_user.as_ref().map(Subject::as_str),
+            },
+            retry_after: None,
+            challenge: None,
+            location: None,
+        },
         Outcome::Confirm {
             user_code,
             client_id,
             client_name,
             grant,
             end_user,
-        } => {
-            let view = serde_json::json!({
+        } => Answer {
+            status: StatusCode::OK,
+            json: serde_json::json!({
                 "status": "pending",
                 "user_code": user_code,
                 "client_id": client_id,
                 "client_name": client_name,
                 "scope": grant.scope.as_str(),
-            });
-            let html = config.page.render(&PageView::Confirm {
+            }),
+            view: PageView::Confirm {
                 action,
-                user_code: &user_code,
-                client_id: &client_id,
+                user_code,
+                client_id,
                 client_name: client_name.as_deref(),
                 scope: &grant.scope,
                 end_user: end_user.as_str(),
-            });
-            (StatusCode::OK, view, html, None, None)
+                requested_at: grant.created_at,
+                expires_at: grant.expires_at,
+                now,
+                origin: grant.origin.as_deref(),
+            },
+            retry_after: None,
+            challenge: None,
+            location: None,
+        },
+        Outcome::Done { approved } => Answer {
+            status: StatusCode::OK,
+            json: serde_json::json!({"status": if *approved { "approved" } else { "denied" }}),
+            view: PageView::Done {
+                approved: *approved,
+                action,
+            },
+            retry_after: None,
+            challenge: None,
+            location: None,
+        },
+        Outcome::SignIn { location } => {
+            location_text = location.to_str().unwrap_or(action).to_owned();
+            // Only a browser is redirected; were a JSON client here, it gets the 401.
+            Answer {
+                status: if json {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::SEE_OTHER
+                },
+                json: serde_json::json!({
+                    "error": "login_required",
+                    "error_description": "Sign in to connect a device.",
+                }),
+                view: PageView::SignIn {
+                    login_url: &location_text,
+                },
+                retry_after: None,
+                challenge: None,
+                location: (!json).then(|| location.clone()),
+            }
         }
-        Outcome::Done { approved } => (
-            StatusCode::OK,
-            serde_json::json!({"status": if approved { "approved" } else { "denied" }}),
-            config.page.render(&PageView::Done { approved }),
-            None,
-            None,
-        ),
-        Outcome::Problem(p) => (
-            p.status,
-            serde_json::json!({"error": p.code, "error_description": p.message}),
-            config
-                .page
-                .render(&PageView::Problem { message: p.message }),
-            p.retry_after,
-            p.challenge,
-        ),
+        Outcome::Problem(p) => Answer {
+            status: p.status,
+            json: serde_json::json!({"error": p.code, "error_description": p.message}),
+            view: PageView::Problem {
+                error: PageError::classify(p.status, p.code),
+                action,
+                retry_after: p.retry_after,
+            },
+            retry_after: p.retry_after,
+            challenge: p.challenge.clone(),
+            location: None,
+        },
     };
-    let (body, content_type) = if json {
-        (Bytes::from(view_json.to_string()), "application/json")
+    let nonce = new_nonce();
+    let mut res = if json {
+        let mut res = Response::new(Full::new(Bytes::from(answer.json.to_string())));
+        *res.status_mut() = answer.status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            crate::page::ContentSecurityPolicy::strict(&nonce).header_value(),
+        );
+        res
     } else {
-        (Bytes::from(html), "text/html; charset=utf-8")
+        let request = PageRequest::new(method, uri, headers, answer.status, &nonce);
+        let page = config.page.render(&answer.view, &request);
+        let mut csp = page.csp;
+        if let SignIn::Redirect { login_url, .. } = &config.sign_in {
+            // A form posted here may be redirected to the login page: allow its origin.
+            if let Some(origin) = absolute_origin(login_url) {
+                csp = csp.allow("form-action", &origin);
+            }
+        }
+        let mut res = Response::new(Full::new(Bytes::from(page.body)));
+        *res.status_mut() = page.status.unwrap_or(answer.status);
+        *res.headers_mut() = page.headers;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.insert(header::CONTENT_SECURITY_POLICY, csp.header_value());
+        res
     };
-    let mut res = Response::new(Full::new(body));
-    *res.status_mut() = status;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // No caching, and the approve button must not be clickjacked.
+    // No caching, no sniffing, and the approve button must not be clickjacked.
     browser::protect(h);
-    if let Some(secs) = retry_after {
+    if let Some(secs) = answer.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    if let Some(challenge) = challenge {
+    if let Some(challenge) = answer.challenge {
         h.insert(header::WWW_AUTHENTICATE, challenge);
     }
-    if status == StatusCode::METHOD_NOT_ALLOWED {
+    if let Some(location) = answer.location {
+        h.insert(header::LOCATION, location);
+    }
+    if answer.status == StatusCode::METHOD_NOT_ALLOWED {
         h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
     }
     res
+}
+
+/// `scheme://host[:port]` of an absolute URL, for a CSP source.
+fn absolute_origin(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}"))
 }
