@@ -73,7 +73,7 @@ impl DefaultPage {
                     ("\u{2715}", "no", &t.denied)
                 };
                 format!(
-                    "{eyebrow}<div class=\"status-icon {class}\" aria-hidden=\"true\">{icon}</div>\
+                    "<div class=\"status-icon {class}\" aria-hidden=\"true\">{icon}</div>{eyebrow}\
                      <h1>{title}</h1><p class=\"lead\" role=\"status\">{detail}</p>\
                      <p><a href=\"{action}\">{another}</a></p>",
                     eyebrow = self.eyebrow(),
@@ -228,25 +228,23 @@ impl DefaultPage {
             .map_or_else(unknown, escape_html);
         let code = format!("<span class=\"code\">{}</span>", escape_html(c.user_code));
         format!(
-            "{eyebrow}<h1>{title}</h1>{user}\
+            "{eyebrow}<h1>{title}</h1>\
              <p>{intro}</p><ul class=\"scopes\">{scopes}</ul>\
-             <div class=\"notice\" role=\"note\"><p>{compare}</p></div>\
+             <div class=\"notice\" role=\"note\"><p>{compare}</p><p>{not_you}</p></div>\
              <h2>{details}</h2><dl class=\"details\">\
-             <dt>{client_label}</dt><dd>{client} <span class=\"muted\">(<code>{client_id}</code>)</span></dd>\
+             <dt>{client_label}</dt><dd>{client} <span class=\"muted nowrap\">(<code>{client_id}</code>)</span></dd>\
              <dt>{requested_label}</dt><dd><time datetime=\"{iso}\">{when}</time> \
              <span class=\"muted\">({ago})</span></dd>\
              <dt>{address_label}</dt><dd>{address}</dd>\
              <dt>{agent_label}</dt><dd>{agent}</dd></dl>\
-             <p class=\"muted\">{expires} {not_you}</p>\
              <form method=\"post\" action=\"{action}\">\
              <input type=\"hidden\" name=\"user_code\" value=\"{user_code}\">\
              <div class=\"actions\">\
              <button class=\"button secondary\" type=\"submit\" name=\"decision\" value=\"deny\">{deny}</button>\
              <button class=\"button primary\" type=\"submit\" name=\"decision\" value=\"approve\">{approve}</button>\
-             </div></form>",
+             </div></form><p class=\"muted\">{expires}</p>",
             eyebrow = self.eyebrow(),
             title = fill(&t.confirm_title, &[("client", client)], false),
-            user = self.signed_in(c.end_user),
             intro = fill(
                 &t.confirm_intro,
                 &[("client", client), ("user", c.end_user)],
@@ -396,7 +394,8 @@ mod tests {
             "203.0.113.7",
             "SmartTV/1.0 &lt;x&gt;",
             "The code expires in 12 min.",
-            "Signed in as <strong>alice</strong>",
+            "account (<strong>alice</strong>)",
+            "If it does not, if the details below look wrong",
             "name=\"user_code\" value=\"WDJB-MJHT\"",
             "value=\"approve\"",
             "value=\"deny\"",

@@ -17,8 +17,10 @@ pub const STYLESHEET: &str = r#":root{color-scheme:light dark;--bg:#f3f4f6;--car
 @media (prefers-color-scheme:dark){:root{--bg:#0f1115;--card:#1a1d23;--text:#eceef1;--muted:#b4bac2;--line:#3a404a;--field:#8d96a1;--accent:#8ab4ff;--accent-hover:#a9c7ff;--on-accent:#0b1a33;--focus:#8ab4ff;--err-bg:#3b1713;--err-text:#ffdad5;--err-line:#ff8a7d;--warn-bg:#352a06;--warn-text:#ffe8a6;--warn-line:#e0b232;--ok:#7fd99a;--code-bg:#252a32}}
 *,*::before,*::after{box-sizing:border-box}
 html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
-body{margin:0;min-height:100vh;background:var(--bg);color:var(--text);font:1.0625rem/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;display:flex;align-items:flex-start;justify-content:center;padding:clamp(1rem,6vh,4rem) 1rem}
+body{margin:0;min-height:100vh;background:var(--bg);color:var(--text);font:1.0625rem/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;display:flex;align-items:flex-start;justify-content:center;padding:clamp(.75rem,4vh,3rem) 1rem}
 .card{width:100%;max-width:30rem;background:var(--card);border:1px solid var(--line);border-radius:1rem;padding:clamp(1.25rem,5vw,2.25rem);box-shadow:0 1px 2px rgba(0,0,0,.06),0 8px 24px rgba(0,0,0,.06)}
+.card>:last-child{margin-bottom:0}
+form{margin:0 0 1rem}
 .eyebrow{margin:0 0 .25rem;color:var(--muted);font-size:.8125rem;font-weight:600;letter-spacing:.06em;text-transform:uppercase}
 h1{margin:0 0 .75rem;font-size:1.625rem;line-height:1.25;overflow-wrap:anywhere}
 h2{margin:1.5rem 0 .5rem;font-size:1rem}
@@ -51,17 +53,20 @@ form>.button,.wide{width:100%}
 .notice{background:var(--warn-bg);color:var(--warn-text);border-color:var(--warn-line)}
 .alert strong,.notice strong{display:block}
 .alert p,.notice p{margin:.25rem 0 0}
+.alert p:first-child,.notice p:first-child{margin-top:0}
+.notice p+p{margin-top:.5rem}
 .code{display:inline-block;font:600 1.25rem/1.3 ui-monospace,"SF Mono",Menlo,Consolas,monospace;letter-spacing:.1em;background:var(--code-bg);border-radius:.375rem;padding:.125rem .5rem;white-space:nowrap}
 ul.scopes{margin:0 0 1.25rem;padding-left:1.25rem}
 ul.scopes li{margin:.25rem 0}
 ul.scopes .muted{font-size:.8125rem;margin-left:.25rem}
-.details{display:grid;grid-template-columns:max-content 1fr;gap:.375rem 1rem;margin:0 0 1rem;font-size:.9375rem}
+.details{display:grid;grid-template-columns:minmax(5.5rem,max-content) minmax(0,1fr);gap:.375rem 1rem;margin:0 0 1rem;font-size:.9375rem}
 .details dt{color:var(--muted)}
-.details dd{margin:0;overflow-wrap:anywhere}
+.details dd{margin:0;overflow-wrap:break-word}
+.details .nowrap{white-space:nowrap}
 .status-icon{display:flex;width:3rem;height:3rem;border-radius:50%;align-items:center;justify-content:center;font-size:1.5rem;font-weight:700;margin-bottom:1rem;border:3px solid}
 .status-icon.ok{color:var(--ok)}
 .status-icon.no{color:var(--muted)}
-@media (max-width:26rem){.details{grid-template-columns:1fr;gap:0}.details dd{margin-bottom:.5rem}}
+@media (max-width:26rem){.details{font-size:.875rem;gap:.375rem .75rem}h1{font-size:1.5rem}}
 @media (forced-colors:active){.button{border-color:ButtonText}}"#;
 
 /// A whole HTML document in the crate's look: `main_html` (trusted HTML: escape what you put

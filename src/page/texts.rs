@@ -97,7 +97,7 @@ pub struct Texts {
     pub minutes_ago: Text,
     /// When the code stops working; `{minutes}`.
     pub expires_in: Text,
-    /// Under the details: what a request that is not theirs means.
+    /// After the code to compare: what a request that is not theirs means.
     pub not_you: Text,
     /// The approve button.
     pub approve: Text,
@@ -190,8 +190,9 @@ impl Default for Texts {
             just_now: "just now".into(),
             minutes_ago: "{minutes} min ago".into(),
             expires_in: "The code expires in {minutes} min.".into(),
-            not_you: "If you did not just start this on a device of yours, or the details \
-                      look wrong, choose Deny: someone may be trying to get into your account."
+            not_you: "If it does not, if the details below look wrong, or if you did not just \
+                      start this on a device of yours, choose Deny: someone may be trying to \
+                      get into your account."
                 .into(),
             approve: "Allow".into(),
             deny: "Deny".into(),
