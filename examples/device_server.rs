@@ -18,7 +18,9 @@
 //!
 //! Its HTTP surface is fixed by `DEMO_CONTRACT.md`: clients `demo-device` (public) and
 //! `demo-confidential` (secret `demo-secret`), end users `alice` and `bob` signing in to the
-//! verification page with HTTP Basic, and three API routes, two of them guarded by scope.
+//! verification page with HTTP Basic, and three API routes, two of them guarded by scope. The
+//! same end users list and sign out their devices at `/account/devices` (JSON, or HTML for a
+//! browser) and `/account/devices/revoke`, served by the endpoints layer.
 //!
 //! It is served by the loop of `examples/common/server_loop.rs`: request heads (and idle
 //! keep-alive connections) time out after `--header-timeout` seconds (default 10), at most

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::account_status::DynAccountStatus;
 use crate::client_auth::ClientAuthMethods;
 use crate::clock::Clock;
 use crate::codes::{DeviceCodeGenerator, UserCodeGenerator};
@@ -35,6 +36,11 @@ pub struct Paths {
     /// The JWK Set of the JWT signing keys (served with JWT access tokens on). Default
     /// `/.well-known/jwks.json`.
     pub jwks: String,
+    /// The end user's connected devices, listed by `GET`. Default `/account/devices`.
+    pub connected_devices: String,
+    /// Where the connected-devices page posts a device's sign-out. Default
+    /// `/account/devices/revoke`.
+    pub revoke_device: String,
 }
 
 impl Default for Paths {
@@ -47,6 +53,8 @@ impl Default for Paths {
             introspection: "/oauth/introspect".into(),
             metadata: "/.well-known/oauth-authorization-server".into(),
             jwks: "/.well-known/jwks.json".into(),
+            connected_devices: "/account/devices".into(),
+            revoke_device: "/account/devices/revoke".into(),
         }
     }
 }
@@ -72,6 +80,7 @@ pub(crate) struct Config {
     pub(crate) body: BodyLimits,
     pub(crate) paths: Paths,
     pub(crate) end_user: Arc<dyn EndUserResolver>,
+    pub(crate) account_status: Option<Arc<dyn DynAccountStatus>>,
     pub(crate) page: Arc<dyn VerificationPage>,
     pub(crate) sign_in: SignIn,
     pub(crate) limiter: Limiter,

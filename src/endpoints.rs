@@ -41,6 +41,7 @@ use tower_service::Service;
 use std::sync::Arc;
 
 use crate::config::Shared;
+use crate::connected_devices::ConnectedDevices;
 use crate::device_authorization::DeviceAuthorization;
 use crate::introspection::Introspection;
 use crate::metadata::Metadata;
@@ -179,6 +180,8 @@ where
             oneshot(Introspection::new(shared.clone()), req)
         } else if let Some(jwks) = self.jwks(path) {
             oneshot(jwks, req)
+        } else if path == paths.connected_devices || path == paths.revoke_device {
+            oneshot(ConnectedDevices::new(shared.clone()), req)
         } else {
             return EndpointsFuture::Inner {
                 future: self.inner.call(req),

@@ -6,18 +6,21 @@ use std::time::Duration;
 
 pub use crate::config::{AttemptLimit, CompleteUriFn, Paths};
 
+use crate::account_status::{AccountStatus, DynAccountStatus};
 use crate::bearer::{RequireOAuthLayer, ScopeRequirement};
 use crate::client_addr::{ClientAddrs, TrustedProxies};
 use crate::client_auth::ClientAuthMethods;
 use crate::clock::{Clock, SystemClock};
 use crate::codes::{DeviceCodeGenerator, RandomDeviceCode, UserCodeFormat, UserCodeGenerator};
 use crate::config::{Config, Shared};
+use crate::connected_devices::{self, ConnectedDevice, ConnectedDevices};
 use crate::device_authorization::DeviceAuthorization;
 use crate::end_user::{EndUserResolver, FromExtensions};
 use crate::endpoints::EndpointsLayer;
 use crate::family::DEFAULT_REFRESH_GRACE;
 use crate::form::BodyLimits;
 use crate::ids::Audience;
+use crate::ids::{GrantId, Subject};
 use crate::introspection::Introspection;
 #[cfg(feature = "jwt")]
 use crate::jwks::Jwks;
@@ -29,7 +32,7 @@ use crate::page::{DefaultPage, VerificationPage};
 use crate::revocation::Revocation;
 use crate::scope::Scope;
 use crate::sign_in::SignIn;
-use crate::store::Store;
+use crate::store::{Store, StoreResult};
 use crate::token::TokenEndpoint;
 use crate::verification::Verification;
 
@@ -95,6 +98,7 @@ impl<S: Store> DeviceFlow<S> {
             body: BodyLimits::default(),
             paths: Paths::default(),
             end_user: Arc::new(FromExtensions),
+            account_status: None,
             page: Arc::new(DefaultPage::default()),
             sign_in: SignIn::Challenge,
             limits: Limits::default(),
@@ -162,6 +166,35 @@ impl<S: Store> DeviceFlow<S> {
     #[cfg(feature = "jwt")]
     pub fn jwks(&self) -> Option<Jwks> {
         self.shared.config.jwt.clone().map(Jwks::new)
+    }
+
+    /// The connected-devices service: the signed-in end user's devices, listed and signed out
+    /// (see the [connected-devices module](crate::connected_devices)).
+    pub fn connected_devices_service(&self) -> ConnectedDevices<S> {
+        ConnectedDevices::new(self.shared.clone())
+    }
+
+    /// The devices `subject` approved that still hold a live grant, most recently used first:
+    /// for the application's own account pages. "Last used" is when tokens were last issued
+    /// from the grant (its redemption or its latest refresh).
+    pub async fn connected_devices(&self, subject: &Subject) -> StoreResult<Vec<ConnectedDevice>> {
+        connected_devices::connected_devices(&self.shared.store, subject, self.shared.clock.now())
+            .await
+    }
+
+    /// Signs one device out: revokes grant `id`, with its refresh token and its access token,
+    /// if and only if it is `subject`'s. `Ok(false)`, revoking nothing, for a grant that is
+    /// someone else's, already gone or unknown.
+    pub async fn revoke_device(&self, subject: &Subject, id: &GrantId) -> StoreResult<bool> {
+        let now = self.shared.clock.now();
+        connected_devices::revoke_device(&self.shared.store, subject, id, now).await
+    }
+
+    /// Signs every device of `subject` out (for "sign out everywhere", or when the account
+    /// is disabled: make the [`AccountStatus`] refuse it first); the ids of the grants revoked.
+    pub async fn revoke_all_devices(&self, subject: &Subject) -> StoreResult<Vec<GrantId>> {
+        let now = self.shared.clock.now();
+        connected_devices::revoke_all_devices(&self.shared.store, subject, now).await
     }
 
     /// The RFC 8414 metadata service.
@@ -244,6 +277,7 @@ pub struct DeviceFlowBuilder<S> {
     body: BodyLimits,
     paths: Paths,
     end_user: Arc<dyn EndUserResolver>,
+    account_status: Option<Arc<dyn DynAccountStatus>>,
     page: Arc<dyn VerificationPage>,
     sign_in: SignIn,
     limits: Limits,
@@ -387,10 +421,19 @@ impl<S: Store> DeviceFlowBuilder<S> {
     }
 
     /// How the verification page learns who the end user is (default: a
-    /// [`Subject`](crate::Subject) in the request extensions, put there by the application's
+    /// [`Subject`] in the request extensions, put there by the application's
     /// login layer).
     pub fn end_user(mut self, r: impl EndUserResolver) -> Self {
         self.end_user = Arc::new(r);
+        self
+    }
+
+    /// Asks the application, whenever tokens are handed out (at redemption and at every
+    /// refresh), whether the grant's end user may still have them (default: nobody is asked).
+    /// A refused end user gets `invalid_grant` and loses every grant at once; see
+    /// [`AccountStatus`].
+    pub fn account_status(mut self, check: impl AccountStatus) -> Self {
+        self.account_status = Some(Arc::new(check));
         self
     }
 
@@ -546,6 +589,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     body: self.body,
                     paths: self.paths,
                     end_user: self.end_user,
+                    account_status: self.account_status,
                     page: self.page,
                     sign_in: self.sign_in,
                     limiter,

@@ -1,16 +1,39 @@
 //! RFC 7662 token introspection, for resource servers that do not share the store.
 //!
-//! Only confidential clients may introspect. An unknown, expired or revoked token is
-//! `{"active": false}` and nothing more.
+//! Only confidential clients may introspect. A request without client credentials, or with only
+//! a public client's `client_id`, is 401 `invalid_client` with a `WWW-Authenticate` challenge
+//! (RFC 7662 2.1, RFC 6749 5.2), before the token is even looked up. An unknown, expired or
+//! revoked token is `{"active": false}` and nothing more.
+//!
+//! ```
+//! use http::Request;
+//! use http_body_util::Full;
+//! use tower::ServiceExt;
+//! use tower_device_flow::{DeviceFlow, MemoryStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let flow = DeviceFlow::builder(MemoryStore::default()).build();
+//! let req = Request::post("/oauth/introspect")
+//!     .header("content-type", "application/x-www-form-urlencoded")
+//!     .body(Full::<bytes::Bytes>::from("token=anything"))
+//!     .unwrap();
+//! let res = flow.introspection().oneshot(req).await.unwrap();
+//! // No client credentials: `invalid_client`, with a challenge, and nothing about the token.
+//! assert_eq!(res.status(), 401);
+//! assert!(res.headers().contains_key("www-authenticate"));
+//! # }
+//! ```
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 
-use crate::client_auth::authenticated_form;
+use crate::client_auth::authenticate;
 use crate::config::Shared;
 use crate::error::{json_response, ErrorCode, OAuthError};
+use crate::form::read_form;
 use crate::response::{endpoint_service, OAuthBody};
 use crate::store::{find_token, FoundToken, Store};
 
@@ -65,10 +88,18 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (_, form, client) = authenticated_form(
+    let (parts, form) = read_form(req, &shared.config.body).await?;
+    // RFC 7662 2.1: the caller must authenticate. Presenting nothing is an authentication
+    // failure (401 with a challenge, RFC 6749 5.2), not a malformed request.
+    if !parts.headers.contains_key(header::AUTHORIZATION) && form.get("client_secret")?.is_none() {
+        return Err(OAuthError::invalid_client(
+            "introspection requires client authentication",
+        ));
+    }
+    let client = authenticate(
         &shared.store,
-        &shared.config.body,
-        req,
+        &parts,
+        &form,
         shared.config.token_auth,
         &shared.config.limiter,
     )

@@ -95,15 +95,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod account_status;
 mod audience;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod bearer;
+mod browser;
 pub mod client_addr;
 pub mod client_auth;
 pub mod clock;
 pub mod codes;
 mod config;
+pub mod connected_devices;
 mod cross_site;
 pub mod device_authorization;
 #[cfg(feature = "dpop")]
@@ -135,6 +138,7 @@ pub mod store;
 pub mod token;
 pub mod verification;
 
+pub use account_status::AccountStatus;
 pub use bearer::{RequireOAuth, RequireOAuthLayer, ScopeRequirement};
 pub use client_addr::{ClientAddr, ForwardedHeader, TrustedProxies};
 pub use client_auth::{ClientAuthMethod, ClientAuthMethods};
@@ -143,6 +147,7 @@ pub use codes::{
     AccessToken, DeviceCode, DeviceCodeGenerator, Digest, FamilyKey, RandomDeviceCode,
     RefreshToken, Thumbprint, UserCode, UserCodeFormat, UserCodeGenerator,
 };
+pub use connected_devices::{ConnectedDevice, ConnectedDevices};
 pub use device_authorization::DeviceAuthorization;
 pub use endpoints::{Endpoints, EndpointsLayer};
 pub use error::{ErrorCode, OAuthError};

@@ -202,3 +202,131 @@ async fn a_full_flow_logs_no_secret() {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
 }
+
+/// The security events (a reused refresh token, a subject the application refused) and the
+/// end user's sign-outs are logged as warnings with ids, never with a token.
+#[tokio::test]
+async fn security_events_log_ids_not_tokens() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let store = MemoryStore::builder()
+        .client(Client::public("tv", Scope::parse("profile").unwrap()))
+        .build();
+    let disabled = Arc::new(Mutex::new(false));
+    let check = disabled.clone();
+    let flow = DeviceFlow::builder(store)
+        .interval(std::time::Duration::ZERO)
+        .end_user(|p: &http::request::Parts| p.extensions.get::<Subject>().cloned())
+        .account_status(move |_: Subject| {
+            let disabled = *check.lock().unwrap();
+            async move { Ok(!disabled) }
+        })
+        .build();
+    let app = flow
+        .endpoints_layer()
+        .layer(service_fn(|_r: Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::<Bytes>::from("app")))
+        }));
+    // Signs a device in for alice: its first token pair.
+    let sign_in = || async {
+        let codes = json(
+            app.clone()
+                .oneshot(form(
+                    "/oauth/device_authorization",
+                    "client_id=tv".into(),
+                    None,
+                ))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let mut approve = form(
+            "/device",
+            format!(
+                "user_code={}&decision=approve",
+                codes["user_code"].as_str().unwrap()
+            ),
+            None,
+        );
+        approve.extensions_mut().insert(Subject::new("alice"));
+        assert_eq!(app.clone().oneshot(approve).await.unwrap().status(), 200);
+        let poll = format!(
+            "grant_type=urn:ietf:params:oauth:grant-type:device_code&client_id=tv&device_code={}",
+            codes["device_code"].as_str().unwrap()
+        );
+        json(
+            app.clone()
+                .oneshot(form("/oauth/token", poll, None))
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    let refresh = |token: String| {
+        let app = app.clone();
+        async move {
+            let body = format!("grant_type=refresh_token&client_id=tv&refresh_token={token}");
+            json(app.oneshot(form("/oauth/token", body, None)).await.unwrap()).await
+        }
+    };
+    let token = |v: &serde_json::Value, name: &str| v[name].as_str().unwrap().to_owned();
+
+    // Reuse: the first refresh token, two rotations later.
+    let first = sign_in().await;
+    let second = refresh(token(&first, "refresh_token")).await;
+    let third = refresh(token(&second, "refresh_token")).await;
+    let reused = refresh(token(&first, "refresh_token")).await;
+    assert_eq!(reused["error"], "invalid_grant");
+    // A refused subject.
+    let other = sign_in().await;
+    *disabled.lock().unwrap() = true;
+    let refused = refresh(token(&other, "refresh_token")).await;
+    assert_eq!(refused["error"], "invalid_grant");
+    // A sign-out from the connected-devices page.
+    *disabled.lock().unwrap() = false;
+    let last = sign_in().await;
+    let id = tower_device_flow::RefreshToken::new(token(&last, "refresh_token").as_str())
+        .family()
+        .unwrap()
+        .grant_id();
+    let mut revoke = form("/account/devices/revoke", format!("grant_id={id}"), None);
+    revoke.extensions_mut().insert(Subject::new("alice"));
+    assert_eq!(app.clone().oneshot(revoke).await.unwrap().status(), 200);
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let line = |needle: &str| {
+        logs.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no log line with {needle:?} in:\n{logs}"))
+            .to_owned()
+    };
+    let reuse = line("security_event=\"refresh_token_reuse\"");
+    assert!(reuse.contains("WARN"), "{reuse}");
+    let family = tower_device_flow::RefreshToken::new(token(&first, "refresh_token").as_str())
+        .family()
+        .unwrap()
+        .grant_id()
+        .to_string();
+    assert!(reuse.contains(&family), "{reuse}");
+    let refusal = line("security_event=\"subject_refused\"");
+    assert!(
+        refusal.contains("WARN") && refusal.contains("alice"),
+        "{refusal}"
+    );
+    assert!(line("device signed out by its end user").contains(&id.to_string()));
+    for pair in [&first, &second, &third, &other, &last] {
+        for name in ["access_token", "refresh_token"] {
+            assert!(
+                !logs.contains(&token(pair, name)),
+                "a token leaked into the logs"
+            );
+        }
+    }
+}

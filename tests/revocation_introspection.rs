@@ -29,6 +29,13 @@ async fn revoking_an_access_token_kills_it() {
     assert_eq!(res.error(), "invalid_token");
     // Revoking again is still 200.
     assert_revoked_ok(&srv.revoke(&tokens.access, Some("access_token")).await);
+    // It ended alone (RFC 7009 2.1 leaves that choice to the server): the grant and its
+    // refresh token live on, and the device gets a new access token.
+    assert_eq!(srv.introspect(&tokens.refresh).await.json()["active"], true);
+    let next = tokens_of(&srv.refresh(&tokens.refresh, None).await);
+    srv.bearer_get("/api/me", &next.access)
+        .await
+        .assert_status(200);
 }
 
 #[tokio::test]
@@ -314,11 +321,12 @@ async fn public_client_may_not_introspect() {
         .await;
     res.assert_oauth_error(401, "invalid_client");
     assert!(res.header("www-authenticate").is_some());
-    // No authentication at all.
+    // No authentication at all: 401 with a challenge too (RFC 7662 2.1, RFC 6749 5.2).
     let res = srv
         .post(INTROSPECT, &form(&[("token", &tokens.access)]), None)
         .await;
-    assert!(res.status == 400 || res.status == 401, "{res:?}");
+    res.assert_oauth_error(401, "invalid_client");
+    assert!(res.header("www-authenticate").is_some());
     // Wrong secret.
     let res = srv
         .post(
@@ -328,6 +336,50 @@ async fn public_client_may_not_introspect() {
         )
         .await;
     res.assert_oauth_error(401, "invalid_client");
+}
+
+/// Whatever the request lacks, an unauthenticated caller learns nothing about the token: every
+/// variant is 401 `invalid_client` with a `WWW-Authenticate` challenge, never a 400, never a
+/// body with `active` in it.
+#[tokio::test]
+async fn introspection_without_client_authentication_is_401() {
+    let srv = start().await;
+    let tokens = srv.tokens(None).await;
+    let public_basic = basic(PUBLIC_CLIENT, "");
+    let cases: [(String, Option<&str>); 6] = [
+        (form(&[("token", &tokens.access)]), None),
+        (String::new(), None),
+        (form(&[("token", &tokens.refresh)]), None),
+        // A confidential client naming itself without its secret.
+        (
+            form(&[
+                ("token", &tokens.access),
+                ("client_id", CONFIDENTIAL_CLIENT),
+            ]),
+            None,
+        ),
+        // A public client in Basic, with the empty password some libraries send.
+        (form(&[("token", &tokens.access)]), Some(&public_basic)),
+        (
+            form(&[
+                ("token", &tokens.access),
+                ("token_type_hint", "access_token"),
+            ]),
+            None,
+        ),
+    ];
+    for (body, authorization) in &cases {
+        let res = srv.post(INTROSPECT, body, *authorization).await;
+        res.assert_oauth_error(401, "invalid_client");
+        assert!(
+            res.must_header("www-authenticate").starts_with("Basic"),
+            "{res:?}"
+        );
+        assert!(res.json().get("active").is_none(), "{}", res.text());
+        assert!(!res.text().contains("alice"), "{}", res.text());
+    }
+    // The same token, properly authenticated, is active: the refusals were about the caller.
+    assert_eq!(srv.introspect(&tokens.access).await.json()["active"], true);
 }
 
 #[tokio::test]

@@ -128,6 +128,7 @@ conformance!(
     check_revoke_grant,
     check_revoke_racing_rotation,
     check_grants_of,
+    check_revoke_grants_of_racing_rotations,
     check_grant_expiry,
     check_revoke_access_token,
     // Limits and one-time values.

@@ -450,19 +450,19 @@ impl<K: Hash + Eq, V: Expiring, H: BuildHasher + Default> Table<K, V, H> {
     }
 
     /// Locks a shard for writing, first dropping its expired records if it is time to.
-    /// `on_drop` sees each record dropped.
+    /// `on_drop` sees each record dropped, with its key.
     fn lock_for_write_with(
         &self,
         index: usize,
         now: Timestamp,
-        mut on_drop: impl FnMut(&V),
+        mut on_drop: impl FnMut(&K, &V),
     ) -> MutexGuard<'_, Shard<K, V, H>> {
         let mut shard = self.lock(index);
         if now >= shard.next_purge {
-            shard.map.retain(|_, v| {
+            shard.map.retain(|k, v| {
                 let keep = v.drop_after() > now;
                 if !keep {
-                    on_drop(v);
+                    on_drop(k, v);
                 }
                 keep
             });
@@ -472,7 +472,7 @@ impl<K: Hash + Eq, V: Expiring, H: BuildHasher + Default> Table<K, V, H> {
     }
 
     fn lock_for_write(&self, index: usize, now: Timestamp) -> MutexGuard<'_, Shard<K, V, H>> {
-        self.lock_for_write_with(index, now, |_| {})
+        self.lock_for_write_with(index, now, |_, _| {})
     }
 
     fn len(&self) -> usize {
@@ -772,6 +772,29 @@ impl MemoryStore {
         }
     }
 
+    /// Locks a grant shard for writing; the grants its purge drops (ended, and past their
+    /// access token's end) are added to `ended`, for [`unindex_ended`](Self::unindex_ended)
+    /// once the lock is released: so the subject index only ever names slots that exist.
+    fn grants_for_write(
+        &self,
+        shard: usize,
+        now: Timestamp,
+        ended: &mut Vec<(Subject, GrantId)>,
+    ) -> MutexGuard<'_, Shard<HalfKey, Box<GrantSlot>, BuildHasherDefault<DigestHasher>>> {
+        self.inner
+            .grants
+            .lock_for_write_with(shard, now, |key, slot| {
+                ended.push((slot.subject.clone(), GrantId::from_bytes(key.0)))
+            })
+    }
+
+    /// Takes the grants a purge dropped out of the subject index.
+    fn unindex_ended(&self, ended: Vec<(Subject, GrantId)>) {
+        for (subject, id) in ended {
+            self.unindex_subject(&subject, &id);
+        }
+    }
+
     /// Removes a grant and returns it; the caller deletes its access token and index entry.
     fn take_grant(&self, id: &GrantId) -> Option<Box<GrantSlot>> {
         let key = HalfKey::of_grant(id);
@@ -823,7 +846,7 @@ impl Store for MemoryStore {
         let mut grants =
             self.inner
                 .device_grants
-                .lock_for_write_with(device_key.shard(), now, |slot| uncount(slot));
+                .lock_for_write_with(device_key.shard(), now, |_, slot| uncount(slot));
         if grants
             .map
             .get(&device_key)
@@ -887,14 +910,14 @@ impl Store for MemoryStore {
     ) -> StoreResult<bool> {
         let (key, rest) = split(device_code);
         let pending = &self.inner.pending;
-        let mut grants = self
-            .inner
-            .device_grants
-            .lock_for_write_with(key.shard(), now, |slot| {
-                if slot.counted() {
-                    pending.uncount();
-                }
-            });
+        let mut grants =
+            self.inner
+                .device_grants
+                .lock_for_write_with(key.shard(), now, |_, slot| {
+                    if slot.counted() {
+                        pending.uncount();
+                    }
+                });
         match grants.map.get_mut(&key) {
             Some(slot) if slot.rest == rest && slot.version == expected_version => {
                 let mut counted = slot.counted();
@@ -915,13 +938,13 @@ impl Store for MemoryStore {
             let subject = grant.subject.clone();
             let key = HalfKey::of_grant(&id);
             let slot = GrantSlot::new(0, grant, access.expires_at);
-            self.inner
-                .grants
-                .lock_for_write(key.shard(), now)
+            let mut ended = Vec::new();
+            self.grants_for_write(key.shard(), now, &mut ended)
                 .map
                 .insert(key, Box::new(slot));
             self.store_access(&id, digest, access, now);
             self.index_subject(&subject, id, now);
+            self.unindex_ended(ended);
         }
         drop(grants);
         Ok(true)
@@ -952,8 +975,9 @@ impl Store for MemoryStore {
         // finds and deletes it.
         self.store_access(id, new_access, access, now);
         let key = HalfKey::of_grant(id);
+        let mut ended = Vec::new();
         let swapped = {
-            let mut grants = self.inner.grants.lock_for_write(key.shard(), now);
+            let mut grants = self.grants_for_write(key.shard(), now, &mut ended);
             match grants.map.get_mut(&key) {
                 Some(slot) if slot.version == expected_version && slot.expires_at > now => {
                     **slot = GrantSlot::new(expected_version + 1, next, access_expires_at);
@@ -967,6 +991,7 @@ impl Store for MemoryStore {
         } else {
             self.remove_access(&new_access);
         }
+        self.unindex_ended(ended);
         Ok(swapped)
     }
 
@@ -1182,6 +1207,98 @@ mod tests {
                 store.insert_device_grant(d2, g2, t(1002)).await.unwrap(),
                 Insert::Inserted
             );
+        });
+    }
+
+    fn issue(n: u8, subject: &str, now: Timestamp) -> (Digest, DeviceGrant, IssuedGrant) {
+        let (d, g) = pending(u64::from(n), now, 600);
+        let id = GrantId::from_bytes([n; 16]);
+        let access = Digest::of(&[n, 1]);
+        let grant = Grant {
+            id,
+            client_id: ClientId::new("tv"),
+            subject: Subject::new(subject),
+            scope: Scope::parse("profile").unwrap(),
+            audience: None,
+            approved_at: now,
+            last_used_at: now,
+            expires_at: now.saturating_add(Duration::from_secs(100)),
+            access_token: access,
+            refresh_token: Some(Digest::of(&[n, 2])),
+            superseded: None,
+            cnf: None,
+        };
+        let info = TokenInfo::new(
+            grant.subject.clone(),
+            grant.client_id.clone(),
+            grant.scope.clone(),
+            now.saturating_add(Duration::from_secs(50)),
+        )
+        .with_grant_id(Some(id));
+        (
+            d,
+            g,
+            IssuedGrant {
+                grant,
+                access: info,
+            },
+        )
+    }
+
+    /// A grant that ends by itself leaves the subject index when the purge drops it, so a
+    /// subject who signs devices in for years does not grow an index of dead ids.
+    #[test]
+    fn purged_grants_leave_the_subject_index() {
+        block(async {
+            let store = MemoryStore::builder()
+                .shards(1)
+                .purge_every(Duration::from_secs(1))
+                .build();
+            for (n, at) in [(1u8, 1000), (2, 1010)] {
+                let (d, g, issued) = issue(n, "alice", t(at));
+                store
+                    .insert_device_grant(d, g.clone(), t(at))
+                    .await
+                    .unwrap();
+                assert!(store
+                    .replace_device_grant(&d, 0, g, Some(issued), t(at))
+                    .await
+                    .unwrap());
+            }
+            let alice = Subject::new("alice");
+            assert_eq!(store.grants_of(&alice, t(1050)).await.unwrap().len(), 2);
+            // Grant 1 ended at 1100; grant 2 at 1110. A redemption at 1105 purges grant 1.
+            let (d, g, issued) = issue(3, "bob", t(1105));
+            store
+                .insert_device_grant(d, g.clone(), t(1105))
+                .await
+                .unwrap();
+            assert!(store
+                .replace_device_grant(&d, 0, g, Some(issued), t(1105))
+                .await
+                .unwrap());
+            let index = |s: &Subject| {
+                let shard = store.inner.subjects.lock(store.hash_of(s));
+                shard.map.get(s).map(Ids::to_vec).unwrap_or_default()
+            };
+            assert_eq!(index(&alice), vec![GrantId::from_bytes([2; 16])]);
+            // A rotation's purge works the same (here of an unknown grant, which swaps
+            // nothing), and an emptied entry goes with its last id.
+            let stray = issue(9, "carol", t(1300)).2;
+            let rotation = Rotation {
+                next: stray.grant,
+                revoke: Digest::of(b"none"),
+            };
+            let unknown = GrantId::from_bytes([9; 16]);
+            let swapped = store
+                .replace_grant(&unknown, 0, rotation, stray.access, t(1300))
+                .await
+                .unwrap();
+            assert!(!swapped);
+            assert!(index(&alice).is_empty());
+            assert!(index(&Subject::new("bob")).is_empty());
+            assert_eq!(store.inner.subjects.len(), 0);
+            assert_eq!(store.grant_count(), 0);
         });
     }
 

@@ -86,6 +86,9 @@ pub const BUDGET_RACERS: usize = 200;
 /// How many times [`check_revoke_racing_rotation`] races a revocation against a rotation.
 pub const REVOKE_ROUNDS: usize = 100;
 
+/// How many grants one subject holds in [`check_revoke_grants_of_racing_rotations`].
+pub const SUBJECT_GRANTS: usize = 8;
+
 /// How long the kit's device codes stay valid.
 const EXPIRES_IN: Duration = Duration::from_secs(600);
 /// The kit's polling interval.
@@ -129,6 +132,7 @@ where
     check_revoke_grant(make()).await;
     check_revoke_racing_rotation(make()).await;
     check_grants_of(make()).await;
+    check_revoke_grants_of_racing_rotations(make()).await;
     check_grant_expiry(make()).await;
     check_revoke_access_token(make()).await;
     // Limits and one-time values.
@@ -1656,6 +1660,74 @@ pub async fn check_grants_of<S: Store>(store: S) {
         ok(CHECK, store.revoke_grants_of(&alice, t).await).is_empty(),
         "[{CHECK}] a second revoke_grants_of found grants"
     );
+}
+
+/// `revoke_grants_of` racing a refresh of every one of the subject's grants ("sign out
+/// everywhere" while the devices refresh) leaves no grant and no access token, old or new,
+/// whichever side wins each race; another subject's grant is untouched. Run
+/// [`REVOKE_ROUNDS`] / 10 times over [`SUBJECT_GRANTS`] grants.
+pub async fn check_revoke_grants_of_racing_rotations<S: Store + Clone>(store: S) {
+    const CHECK: &str = "revoke_grants_of_racing_rotations";
+    let now = base();
+    let t = later(now, 30);
+    let bystander = issue_grant(CHECK, &store, &random_subject(), now).await;
+    for _ in 0..REVOKE_ROUNDS / 10 {
+        let subject = random_subject();
+        let mut issued = Vec::with_capacity(SUBJECT_GRANTS);
+        for _ in 0..SUBJECT_GRANTS {
+            issued.push(issue_grant(CHECK, &store, &subject, now).await);
+        }
+        let barrier = Arc::new(Barrier::new(SUBJECT_GRANTS + 1));
+        let mut set = JoinSet::new();
+        for grant in &issued {
+            let (store, barrier, token) = (store.clone(), barrier.clone(), grant.refresh.clone());
+            set.spawn(async move {
+                barrier.wait().await;
+                match refresh(CHECK, &store, &token, t).await {
+                    Refreshed::Rotated(pair, _) => Some(*pair),
+                    Refreshed::Unknown => None,
+                    Refreshed::Reused => fail(CHECK, "a live refresh token was taken for reuse"),
+                }
+            });
+        }
+        let revoker = {
+            let (store, barrier, subject) = (store.clone(), barrier.clone(), subject.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                ok(CHECK, store.revoke_grants_of(&subject, t).await)
+            })
+        };
+        let rotated: Vec<Pair> = join_all(CHECK, set).await.into_iter().flatten().collect();
+        let revoked = match revoker.await {
+            Ok(revoked) => revoked,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => fail(CHECK, &format!("the revoker failed: {e}")),
+        };
+        assert_eq!(
+            ids_of(&revoked),
+            issued.iter().map(Issued::id).collect::<HashSet<_>>(),
+            "[{CHECK}] revoke_grants_of did not revoke every grant of the subject"
+        );
+        for grant in &issued {
+            grant
+                .assert_absent(CHECK, &store, t, "a grant survived revoke_grants_of")
+                .await;
+        }
+        for pair in &rotated {
+            pair.assert_absent(
+                CHECK,
+                &store,
+                t,
+                "a rotation's access token is live behind revoke_grants_of",
+            )
+            .await;
+        }
+        assert!(
+            ok(CHECK, store.grants_of(&subject, t).await).is_empty(),
+            "[{CHECK}] the subject still has grants"
+        );
+    }
+    bystander.assert_stored(CHECK, &store, t).await;
 }
 
 /// A grant past its `expires_at` is not returned by `grant` or `grants_of`; until then it is.

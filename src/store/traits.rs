@@ -111,7 +111,11 @@ pub trait Store: ClientSource {
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<Grant>>> + Send;
 
-    /// The live grants of `subject`, in no particular order.
+    /// The live grants of `subject` (neither expired nor revoked), in no particular order:
+    /// every grant whose redemption completed before the call, each as one of its versions
+    /// (never half a rotation), and never a grant of another subject. A grant stored or
+    /// revoked while the call runs may or may not be listed. The index it reads must not
+    /// grow with grants that ended: the connected-devices page lists through it.
     fn grants_of(
         &self,
         subject: &Subject,

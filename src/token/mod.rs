@@ -7,6 +7,14 @@
 //! re-reads and asks again. That is how, of any number of racing polls on an approved code,
 //! exactly one receives tokens and the rest `invalid_grant`.
 //!
+//! A refresh follows the rules of [`crate::family`]: the live refresh token rotates; the one a
+//! rotation just replaced, presented again within the grace period
+//! ([`refresh_token_grace`](crate::DeviceFlowBuilder::refresh_token_grace)), is a retry after a
+//! lost reply and gets a fresh pair; any other token of the grant is reuse (RFC 9700 4.14.2),
+//! which revokes the whole grant and is logged as a security event. With an
+//! [`AccountStatus`](crate::AccountStatus) configured, the end user is checked at redemption
+//! and at every refresh; a refused one gets `invalid_grant` and loses every grant.
+//!
 //! ```
 //! use http::Request;
 //! use http_body_util::Full;
@@ -46,6 +54,7 @@ use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::family::{Grant, NewTokens, Presented};
 use crate::form::{read_form, Form};
 use crate::grant::PollOutcome;
+use crate::ids::{GrantId, Subject};
 use crate::limits::{retry_after_secs, too_many, Route};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::parse_requested;
@@ -114,6 +123,8 @@ async fn device_code_grant<S: Store>(
     jkt: Option<Thumbprint>,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let key = Digest::of(form.require("device_code")?.as_bytes());
+    // The application is asked about the end user once per request, however often it loops.
+    let mut checked = false;
     for _ in 0..MAX_SWAP_ATTEMPTS {
         let now = shared.clock.now();
         let Some(current) = shared.store.device_grant(&key, now).await? else {
@@ -142,6 +153,17 @@ async fn device_code_grant<S: Store>(
                 scope,
                 approved_at,
             } => {
+                if !checked {
+                    checked = true;
+                    if !account_active(shared, &subject).await? {
+                        // Spend the code too: the approval must not be redeemable later.
+                        let store = &shared.store;
+                        store
+                            .replace_device_grant(&key, current.version, next, None, now)
+                            .await?;
+                        return Err(refuse_subject(shared, &subject, client, None).await);
+                    }
+                }
                 let family = FamilyKey::generate();
                 let audience = current.record.audience.clone();
                 // The access token's record first; the token string is made from it.
@@ -182,6 +204,10 @@ async fn device_code_grant<S: Store>(
             }
         };
         let minted = issue.as_ref().map(|i| i.grant.access_token);
+        let issued = issue
+            .as_ref()
+            .filter(|_| shared.config.account_status.is_some())
+            .map(|i| (i.grant.subject.clone(), i.grant.id));
         let swapped = shared
             .store
             .replace_device_grant(&key, current.version, next, issue, now)
@@ -193,6 +219,13 @@ async fn device_code_grant<S: Store>(
             (result, _) => result?,
         };
         if swapped {
+            if let Some((subject, id)) = issued {
+                // Asked again now that the grant is stored: an account disabled (and its
+                // grants revoked) since the first answer must not keep this one.
+                if let Ok(false) = account_active(shared, &subject).await {
+                    return Err(refuse_subject(shared, &subject, client, Some(&id)).await);
+                }
+            }
             if minted.is_some() {
                 tracing::info!(
                     client_id = client.id().as_str(),
@@ -253,6 +286,7 @@ async fn refresh_token_grant<S: Store>(
     // The token names its grant, even when it was rotated away long ago.
     let family = RefreshToken::family_of(presented).ok_or_else(invalid_refresh_token)?;
     let id = family.grant_id();
+    let mut checked = false;
     for _ in 0..MAX_SWAP_ATTEMPTS {
         let now = shared.clock.now();
         let Some(current) = shared.store.grant(&id, now).await? else {
@@ -281,6 +315,12 @@ async fn refresh_token_grant<S: Store>(
         let presentation = grant.presented(&digest, now, shared.config.refresh_grace);
         if presentation == Presented::Reused {
             return Err(reuse_detected(shared, grant, now).await);
+        }
+        if !checked {
+            checked = true;
+            if !account_active(shared, &grant.subject).await? {
+                return Err(refuse_subject(shared, &grant.subject, client, Some(&id)).await);
+            }
         }
         let scope = match &requested {
             Some(s) if !s.is_subset_of(&grant.scope) => {
@@ -358,6 +398,44 @@ async fn reuse_detected<S: Store>(shared: &Shared<S>, grant: &Grant, now: Timest
         return e.into();
     }
     invalid_refresh_token()
+}
+
+/// What the application's [`AccountStatus`](crate::AccountStatus) says of `subject`: true,
+/// without asking, when none is configured. A failure to answer is the store error it is
+/// (503 or 500), never a refusal.
+async fn account_active<S: Store>(
+    shared: &Shared<S>,
+    subject: &Subject,
+) -> Result<bool, OAuthError> {
+    match &shared.config.account_status {
+        None => Ok(true),
+        Some(check) => Ok(check.is_active(subject).await?),
+    }
+}
+
+/// The application refused `subject`: revoke every grant of theirs and answer `invalid_grant`.
+async fn refuse_subject<S: Store>(
+    shared: &Shared<S>,
+    subject: &Subject,
+    client: &Client,
+    grant: Option<&GrantId>,
+) -> OAuthError {
+    tracing::warn!(
+        security_event = "subject_refused",
+        client_id = client.id().as_str(),
+        subject = subject.as_str(),
+        grant_id = grant.map(tracing::field::display),
+        "the application refused the end user: every grant of theirs is revoked"
+    );
+    if let Err(e) = shared
+        .store
+        .revoke_grants_of(subject, shared.clock.now())
+        .await
+    {
+        // The grants must not live on: report the store's failure, not a plain refusal.
+        return e.into();
+    }
+    OAuthError::invalid_grant("the end user's account no longer allows this grant")
 }
 
 /// The RFC 6749 5.1 response.

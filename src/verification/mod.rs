@@ -78,6 +78,7 @@ pub use crate::sign_in::{local_path, return_address, SignIn, RETURN_TO};
 
 use std::net::IpAddr;
 
+use crate::browser;
 use crate::codes::Digest;
 use crate::config::Shared;
 use crate::cross_site::{self, Origin};
@@ -838,20 +839,8 @@ fn render<S>(
         res
     };
     let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The approve button must not be clickjacked.
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // Not `no-referrer`: under it browsers send `Origin: null` with the page's own form
-    // POSTs, and the cross-site check could not tell them from a sandboxed attacker's.
-    // `same-origin` still never sends the URL (and its code) to another site.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    // No caching, no sniffing, and the approve button must not be clickjacked.
+    browser::protect(h);
     if let Some(secs) = answer.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
