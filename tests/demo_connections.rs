@@ -191,10 +191,13 @@ async fn slowloris_sockets_are_cut_off_and_their_memory_given_back() {
         "{baseline} -> {first}"
     );
     // ...and given back when they are cut off: the second wave reuses it instead of adding
-    // to it. (The allocator keeps freed pages for reuse, so RSS itself need not drop.)
+    // to it. Had the first wave's memory been kept, the second would stand on top of it, at
+    // twice the growth; how much of the first wave was held at once varies with the load on
+    // the machine, so the bound leaves room below that. (The allocator keeps freed pages for
+    // reuse, so RSS itself need not drop.)
     let grew = first.saturating_sub(baseline);
     assert!(
-        second.saturating_sub(baseline) <= grew + grew / 4 + 2048,
+        second.saturating_sub(baseline) <= grew + grew * 3 / 4 + 2048,
         "{baseline} -> {first} -> {second}"
     );
     assert_eq!(demo.get("/api/public").await.expect("served"), 200);
@@ -302,17 +305,22 @@ async fn authorize_from(demo: &Demo, from: [u8; 4]) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_counts_each_peer_address_apart_and_no_limits_turns_that_off() {
     let demo = Demo::start(1024, &[]);
+    // The demo runs the library's default limits.
+    let burst = tower_device_flow::limits::Limits::default()
+        .device_authorization
+        .map_or(0, |l| l.burst as usize);
+    assert!(burst > 0);
     let mut statuses = Vec::new();
-    for _ in 0..60 {
+    for _ in 0..burst + 60 {
         statuses.push(authorize_from(&demo, [127, 0, 0, 2]).await);
     }
-    assert!(statuses[..50].iter().all(|s| *s == 200), "{statuses:?}");
-    assert!(statuses[50..].contains(&429), "{statuses:?}");
+    assert!(statuses[..burst].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses[burst..].contains(&429), "{statuses:?}");
     assert_eq!(authorize_from(&demo, [127, 0, 0, 3]).await, 200);
     drop(demo);
 
     let demo = Demo::start(1024, &["--no-limits"]);
-    for _ in 0..60 {
+    for _ in 0..burst + 60 {
         assert_eq!(authorize_from(&demo, [127, 0, 0, 2]).await, 200);
     }
 }

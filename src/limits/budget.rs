@@ -242,7 +242,7 @@ mod tests {
         let store = MemoryStore::default();
         let limits = FailedAuthLimits::default();
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
-        for _ in 0..5 {
+        for _ in 0..limits.per_account_and_source.max {
             let r = reserve_attempt(&store, &limits, AuthKind::EndUser, "alice", a, T0)
                 .await
                 .unwrap()
@@ -266,8 +266,8 @@ mod tests {
                 .unwrap();
             r.succeeded(&store, T0).await.unwrap();
         }
-        // A success gives its place back: bob can still fail five times.
-        for _ in 0..5 {
+        // A success gives its place back: bob can still fail as often.
+        for _ in 0..limits.per_account_and_source.max {
             reserve_attempt(&store, &limits, AuthKind::EndUser, "bob", a, T0)
                 .await
                 .unwrap()
@@ -298,7 +298,7 @@ mod tests {
         let store = MemoryStore::default();
         let limits = FailedAuthLimits::default();
         let a = ip("192.0.2.1");
-        for i in 0..30 {
+        for i in 0..limits.per_source.map_or(0, |l| l.max) {
             reserve_attempt(&store, &limits, AuthKind::Client, &format!("c{i}"), a, T0)
                 .await
                 .unwrap()
@@ -315,7 +315,7 @@ mod tests {
         );
         // The refused attempt took no place in the fresh account's budget.
         let later = T0.saturating_add(Duration::from_secs(901));
-        for _ in 0..5 {
+        for _ in 0..limits.per_account_and_source.max {
             reserve_attempt(&store, &limits, AuthKind::Client, "fresh", a, later)
                 .await
                 .unwrap()

@@ -77,9 +77,9 @@ impl Default for GuessingLimits {
 /// [`BasicLogin`]: crate::verification::BasicLogin
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailedAuthLimits {
-    /// Failures per account from one source (default 5 per 15 minutes).
+    /// Failures per account from one source (default 10 per 15 minutes).
     pub per_account_and_source: AttemptLimit,
-    /// Failures per source, whatever the account (default 30 per 15 minutes; `None` for none).
+    /// Failures per source, whatever the account (default 50 per 15 minutes; `None` for none).
     pub per_source: Option<AttemptLimit>,
 }
 
@@ -87,8 +87,8 @@ impl Default for FailedAuthLimits {
     fn default() -> Self {
         let window = Duration::from_secs(15 * 60);
         FailedAuthLimits {
-            per_account_and_source: AttemptLimit { max: 5, window },
-            per_source: Some(AttemptLimit { max: 30, window }),
+            per_account_and_source: AttemptLimit { max: 10, window },
+            per_source: Some(AttemptLimit { max: 50, window }),
         }
     }
 }
@@ -108,14 +108,15 @@ impl Default for FailedAuthLimits {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Device authorization requests per source (default: a burst of 50, then one every 2
-    /// seconds: one address can hold at most about 1 000 of the store's pending grants in
-    /// the default 30 minutes).
+    /// Device authorization requests per source (default: a burst of 200, then 5 a second:
+    /// a room of TVs set up at once behind one address is never refused, and one address
+    /// can hold at most about 9 000 of the store's 250 000 pending grants in the default 30
+    /// minutes).
     pub device_authorization: Option<RateLimit>,
     /// Token requests per source (default: a burst of 200, then 50 a second: polls at the
     /// `interval` of hundreds of devices behind one address).
     pub token: Option<RateLimit>,
-    /// Verification page POSTs per source (default: a burst of 60, then 2 a second).
+    /// Verification page POSTs per source (default: a burst of 200, then 10 a second).
     pub verification: Option<RateLimit>,
     /// Wrong user codes on the verification page.
     pub guessing: GuessingLimits,
@@ -130,12 +131,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            device_authorization: Some(RateLimit {
-                burst: 50,
-                per: Duration::from_secs(2),
-            }),
+            device_authorization: Some(RateLimit::per_second(200, 5)),
             token: Some(RateLimit::per_second(200, 50)),
-            verification: Some(RateLimit::per_second(60, 2)),
+            verification: Some(RateLimit::per_second(200, 10)),
             guessing: GuessingLimits::default(),
             failed_auth: FailedAuthLimits::default(),
             max_tracked_sources: 100_000,
