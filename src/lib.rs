@@ -16,9 +16,29 @@
 //! 4. The application's routes accept the access token through [`RequireOAuthLayer`], which
 //!    checks scopes and hands the inner service the [`TokenInfo`].
 //!
-//! Everything runs on one pluggable [`Store`]: [`MemoryStore`] is the embedded default, and a
-//! database backend implements a handful of atomic primitives. The protocol rules live once,
-//! in [`grant`], so no backend can get them wrong.
+//! Everything runs on one pluggable [`Store`]: [`MemoryStore`] is the embedded default, and
+//! Redis, PostgreSQL and SQLite stores ship with the crate; a database backend implements a
+//! handful of atomic primitives. The protocol rules live once, in [`grant`] and [`family`], so
+//! no backend can get them wrong.
+//!
+//! Around the flow: refresh-token families with reuse detection, connected devices per end
+//! user, DPoP-bound tokens (RFC 9449), JWT access tokens (RFC 9068) and resource servers in other
+//! processes ([`resource_server`]), per-source limits that keep floods from locking users out
+//! ([`limits`]), and the RFC 7009, 7662 and 8414 endpoints.
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `jwt` | yes | RFC 9068 JWT access tokens, the JWKS endpoint and the resource server's `JwtVerifier` (module `jwt`) |
+//! | `dpop` | yes | DPoP (RFC 9449) at the token endpoint and the bearer layer (module `dpop`) |
+//! | `redis` | | `RedisStore`, for many instances |
+//! | `postgres` | | `PostgresStore`, for many instances |
+//! | `sqlite` | | `SqliteStore`, for one instance that survives a restart |
+//! | `axum` | | [`TokenInfo`] as an axum extractor (module `axum`) |
+//! | `test-kit` | | the store conformance kit (`store::test_kit`) for your own store |
+//!
+//! The minimum supported Rust version is 1.88 (see the README for each feature's).
 //!
 //! ## The whole flow in one example
 //!
@@ -61,24 +81,24 @@
 //! let device_code = codes["device_code"].as_str().unwrap().to_owned();
 //! let user_code = codes["user_code"].as_str().unwrap().to_owned();
 //!
-//! // 3. Polling before approval: authorization_pending.
+//! // 2. Polling before approval: authorization_pending.
 //! let poll = format!("grant_type=urn:ietf:params:oauth:grant-type:device_code&client_id=tv-app&device_code={device_code}");
 //! let res = app.clone().oneshot(form("/oauth/token", poll.clone())).await.unwrap();
 //! assert_eq!(res.status(), 400);
 //! assert_eq!(json(res.into_body().collect().await.unwrap().to_bytes())["error"], "authorization_pending");
 //!
-//! // 2. Alice approves on the verification page.
+//! // 3. Alice approves on the verification page.
 //! let mut approve = form("/device", format!("user_code={user_code}&decision=approve"));
 //! approve.extensions_mut().insert(Subject::new("alice"));
 //! assert_eq!(app.clone().oneshot(approve).await.unwrap().status(), 200);
 //!
-//! // 3. The next poll gets the tokens (a real device waits `interval` seconds first).
+//! // 4. The next poll gets the tokens (a real device waits `interval` seconds first).
 //! let res = app.clone().oneshot(form("/oauth/token", poll)).await.unwrap();
 //! assert_eq!(res.status(), 200);
 //! let tokens = json(res.into_body().collect().await.unwrap().to_bytes());
 //! let access_token = tokens["access_token"].as_str().unwrap();
 //!
-//! // 4. The token opens the guarded route.
+//! // 5. The token opens the guarded route.
 //! let req = Request::get("/me")
 //!     .header("authorization", format!("Bearer {access_token}"))
 //!     .body(Full::default())
@@ -93,6 +113,21 @@
 //! [Tower]: https://docs.rs/tower
 
 #![forbid(unsafe_code)]
+// docs.rs (and `RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs"`) labels every feature-gated item.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Docs link to feature-gated items; they are checked with every feature on (as docs.rs builds).
+#![cfg_attr(
+    not(all(
+        feature = "jwt",
+        feature = "dpop",
+        feature = "redis",
+        feature = "postgres",
+        feature = "sqlite",
+        feature = "axum",
+        feature = "test-kit"
+    )),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod account_status;

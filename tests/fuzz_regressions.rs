@@ -4,7 +4,7 @@
 //! proper RFC answer.
 //!
 //! To add a finding: minimize it (`cargo fuzz tmin <target> <artifact>`), then add its bytes to
-//! [`FINDINGS`] (or copy the file into `fuzz/corpus/<target>/`).
+//! [`FINDINGS`] (or copy the file into `tests/fuzz_corpus/<target>/`).
 
 mod fuzz_harness;
 
@@ -25,7 +25,7 @@ const FINDINGS: &[(&str, &[u8])] = &[];
 
 #[test]
 fn corpus_replays_cleanly() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus");
     let mut total = 0;
     for target in TARGETS {
         let dir = root.join(target);

@@ -31,7 +31,7 @@ use crate::ids::{GrantId, Subject};
 /// Keys are always digests: a store never sees a usable code or token. Methods take `now` so a
 /// backend can hide expired records without a clock of its own; a store may drop a record once
 /// `now` passes the time in the table. Every method documents what it must do atomically:
-/// that is the whole contract, and [`test_kit`](super::test_kit) checks it.
+/// that is the whole contract, and the conformance kit (`store::test_kit`, feature `test-kit`) checks it.
 ///
 /// Implement it with `async fn`; the futures must be `Send`. A store is also a
 /// [`ClientSource`] (usually through a [`ClientRegistry`](super::ClientRegistry)).
