@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::Method;
 use limits_support::*;
 use tower_device_flow::client_addr::{ForwardedHeader, TrustedProxies};
-use tower_device_flow::limits::{Limits, RateLimit};
+use tower_device_flow::limits::{FailedAuthLimits, Limits, RateLimit};
 use tower_device_flow::{BasicLogin, Digest, MemoryStore, Store, Timestamp};
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
@@ -28,8 +28,20 @@ async fn demo() -> Server<MemoryStore> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_authorization_flood_from_one_address_spares_every_other() {
-    let srv = demo().await;
-    let burst = Limits::default().device_authorization.unwrap().burst;
+    // An explicit limit (the default's shape, slower numbers), so the waits below are exact.
+    let limit = RateLimit {
+        burst: 50,
+        per: Duration::from_secs(2),
+    };
+    let srv = start(memory_store(None), |b| {
+        b.end_user(BasicLogin::users("device", USERS))
+            .limits(Limits {
+                device_authorization: Some(limit),
+                ..Limits::default()
+            })
+    })
+    .await;
+    let burst = limit.burst;
     let (attacker, honest) = (lo(2), lo(3));
     for _ in 0..burst {
         srv.authorize(attacker).await.assert_status(200);
@@ -250,9 +262,11 @@ async fn proxy_headers_count_only_from_trusted_peers_and_only_the_right_hop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessed_passwords_are_slowed_per_account_and_source_without_lockout() {
     let srv = demo().await;
+    let limits = FailedAuthLimits::default();
+    let per_source = limits.per_source.map_or(0, |l| l.max);
     let wrong = basic("alice", "guess");
     let (_, user_code) = srv.codes(lo(5)).await;
-    for _ in 0..5 {
+    for _ in 0..limits.per_account_and_source.max {
         let res = srv.verify(lo(2), &wrong, &user_code, None).await;
         res.assert_status(401);
     }
@@ -272,8 +286,8 @@ async fn guessed_passwords_are_slowed_per_account_and_source_without_lockout() {
     srv.verify(lo(2), &basic("bob", "bob-password"), &user_code, None)
         .await
         .assert_status(200);
-    // Spraying many accounts from one address stops at the source's budget (30).
-    for i in 0..30 {
+    // Spraying many accounts from one address stops at the source's budget.
+    for i in 0..per_source {
         let res = srv
             .verify(lo(6), &basic(&format!("user{i}"), "x"), &user_code, None)
             .await;
@@ -303,7 +317,8 @@ async fn guessed_client_secrets_are_slowed_at_every_endpoint() {
         ("/oauth/introspect", "token=x"),
         ("/oauth/token", token_body.as_str()),
     ];
-    for (path, body) in attempts {
+    let max = FailedAuthLimits::default().per_account_and_source.max as usize;
+    for (path, body) in attempts.into_iter().cycle().take(max) {
         let res = srv
             .post(lo(2), path, body, &[("authorization", &wrong)])
             .await;
