@@ -97,8 +97,12 @@ pub fn demo_flow(
     demo_flow_builder(issuer, expires_in, interval).build()
 }
 
-/// The application: OAuth endpoints, the verification page and login behind the session
-/// layer, two guarded route groups and a public route.
+/// The application: OAuth endpoints, the pages end users sign in to (verification, connected
+/// devices, login) behind the session layer, two guarded route groups and a public route.
+///
+/// Every endpoint is a route (`route_service`), so the session layer wraps the pages it
+/// should. `.layer(flow.endpoints_layer())` would answer the flow's paths before routing, and
+/// a session layer added inside it would never run for `/device`.
 pub fn app(flow: &DeviceFlow<MemoryStore>) -> Router {
     let paths = flow.paths();
 
@@ -124,6 +128,8 @@ pub fn app(flow: &DeviceFlow<MemoryStore>) -> Router {
         ));
     let browser = Router::new()
         .route_service(&paths.verification, flow.verification())
+        .route_service(&paths.connected_devices, flow.connected_devices_service())
+        .route_service(&paths.revoke_device, flow.connected_devices_service())
         .route("/login", get(login_page).post(login))
         .route("/logout", axum::routing::post(logout))
         .with_state(Arc::<str>::from(paths.verification.as_str()))
