@@ -19,11 +19,16 @@
 //! # open the printed URL in a browser, sign in as alice / alice-password, continue, allow; then:
 //! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:8090/api/me
 //! ```
+//!
+//! Logs (the crate's `tracing` events) go to stderr, filtered by `RUST_LOG` (default
+//! `warn,tower_device_flow=info`); stdout keeps only the line saying where it listens.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "common/logging.rs"]
+mod logging;
 #[path = "common/server_loop.rs"]
 mod server_loop;
 
@@ -314,6 +319,7 @@ const USAGE: &str = "usage: axum [--addr HOST:PORT] [--expires-in SECS] [--inter
 
 #[tokio::main]
 async fn main() {
+    logging::init();
     let mut addr = SocketAddr::from(([127, 0, 0, 1], 8090));
     let (mut expires_in, mut interval) = (1800u64, 5u64);
     let mut args = std::env::args().skip(1);

@@ -19,7 +19,7 @@
 //! The server accepts HTTP/1.1 too, so the device client and the end user's browser reach the
 //! OAuth endpoints (served by `flow.endpoints_layer()` in front of the services) on the same
 //! port. Clients and users are those of `DEMO_CONTRACT.md`: `demo-device`, `alice` /
-//! `alice-password`.
+//! `alice-password`. Logs go to stderr, filtered by `RUST_LOG` (default: the crate's `info`).
 //!
 //! The services are written by hand the way `tonic-prost-build` would generate them, so the
 //! example needs no `protoc`.
@@ -30,6 +30,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+#[path = "common/logging.rs"]
+mod logging;
 
 use http::uri::PathAndQuery;
 use tokio::net::TcpListener;
@@ -354,6 +357,7 @@ fn fail(msg: &str) -> ! {
 
 #[tokio::main]
 async fn main() {
+    logging::init();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let call = args.first().is_some_and(|a| a == "call");
     if call {
