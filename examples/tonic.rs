@@ -264,10 +264,7 @@ pub async fn who_am_i(channel: Channel, token: Option<&str>) -> Result<pb::WhoAm
 }
 
 /// Calls `demo.Email/GetEmail`.
-pub async fn get_email(
-    channel: Channel,
-    token: Option<&str>,
-) -> Result<pb::GetEmailReply, Status> {
+pub async fn get_email(channel: Channel, token: Option<&str>) -> Result<pb::GetEmailReply, Status> {
     call(channel, GET_EMAIL, token, pb::GetEmailRequest {}).await
 }
 
@@ -433,9 +430,7 @@ async fn main() {
         eprintln!("cannot listen on {addr}: {e}");
         std::process::exit(1)
     });
-    println!(
-        "tonic example: gRPC demo.Profile, demo.Email and OAuth endpoints on http://{addr}"
-    );
+    println!("tonic example: gRPC demo.Profile, demo.Email and OAuth endpoints on http://{addr}");
     if let Err(e) = serve(flow, listener).await {
         eprintln!("server error: {e}");
         std::process::exit(1);

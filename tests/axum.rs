@@ -549,14 +549,20 @@ async fn me(token: TokenInfo) -> String {
 }
 
 /// `POST /device` with session cookie `sid`, if any.
-async fn decide(http: &Http, base: &str, sid: Option<&str>, user_code: &str) -> http_support::Reply {
+async fn decide(
+    http: &Http,
+    base: &str,
+    sid: Option<&str>,
+    user_code: &str,
+) -> http_support::Reply {
     let mut req = Request::post(format!("{base}/device"))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(sid) = sid {
         req = req.header(header::COOKIE, format!("theme=dark; sid={sid}"));
     }
     let body = format!("user_code={user_code}&decision=approve");
-    http.send(req.body(Full::from(body)).expect("request")).await
+    http.send(req.body(Full::from(body)).expect("request"))
+        .await
 }
 
 /// A device authorization for `demo-device`: (device_code, user_code).
@@ -588,7 +594,10 @@ async fn an_async_session_lookup_in_front_of_the_route_services() {
         .route_service(&paths.verification, flow.verification())
         .route_service(&paths.connected_devices, flow.connected_devices_service())
         .route_service(&paths.revoke_device, flow.connected_devices_service())
-        .layer(middleware::from_fn_with_state(sessions.clone(), session_user));
+        .layer(middleware::from_fn_with_state(
+            sessions.clone(),
+            session_user,
+        ));
     let app = Router::new()
         .route("/api/me", get(me))
         .route_layer(flow.require_oauth("profile"))
@@ -614,7 +623,10 @@ async fn an_async_session_lookup_in_front_of_the_route_services() {
         async move { decide(&http, &base, Some("s-alice"), &user_code).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!approval.is_finished(), "the lookup did not wait for the store");
+    assert!(
+        !approval.is_finished(),
+        "the lookup did not wait for the store"
+    );
     store.insert("s-alice".into(), "alice".into());
     drop(store);
     let res = approval.await.expect("approval task");
@@ -662,7 +674,10 @@ async fn the_endpoints_layer_answers_before_routing() {
         .route("/api/me", get(me))
         .route_layer(flow.require_oauth("profile"))
         .layer(flow.endpoints_layer())
-        .layer(middleware::from_fn_with_state(sessions.clone(), session_user));
+        .layer(middleware::from_fn_with_state(
+            sessions.clone(),
+            session_user,
+        ));
     let base = serve(listener, app).await;
     let (device_code, user_code) = ask(&http, &base).await;
     let res = decide(&http, &base, Some("s-alice"), &user_code).await;
@@ -689,7 +704,10 @@ async fn the_endpoints_layer_answers_before_routing() {
         .insert("s-alice".into(), "alice".into());
     let app = Router::new()
         .route("/api/me", get(me))
-        .layer(middleware::from_fn_with_state(sessions.clone(), session_user))
+        .layer(middleware::from_fn_with_state(
+            sessions.clone(),
+            session_user,
+        ))
         .layer(flow.endpoints_layer());
     let base = serve(listener, app).await;
     let (_, user_code) = ask(&http, &base).await;
@@ -741,5 +759,8 @@ fn the_readme_axum_snippet_is_the_compiled_doc_example() {
         .copied()
         .filter(|l| *l != "#" && !l.starts_with("# "))
         .collect();
-    assert_eq!(readme_lines, visible, "README's axum snippet differs from src/axum.rs");
+    assert_eq!(
+        readme_lines, visible,
+        "README's axum snippet differs from src/axum.rs"
+    );
 }

@@ -150,7 +150,10 @@ async fn one_guard_per_service_with_add_service() {
     let reply = example::who_am_i(channel.clone(), Some(profile))
         .await
         .expect("scope profile reaches demo.Profile");
-    assert_eq!((reply.subject.as_str(), reply.scope.as_str()), ("alice", "profile"));
+    assert_eq!(
+        (reply.subject.as_str(), reply.scope.as_str()),
+        ("alice", "profile")
+    );
     let status = example::get_email(channel.clone(), Some(profile))
         .await
         .expect_err("scope profile must not reach demo.Email");
