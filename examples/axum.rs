@@ -19,11 +19,16 @@
 //! # open the printed URL in a browser, sign in as alice / alice-password, continue, allow; then:
 //! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:8090/api/me
 //! ```
+//!
+//! Logs (the crate's `tracing` events) go to stderr, filtered by `RUST_LOG` (default
+//! `warn,tower_device_flow=info`); stdout keeps only the line saying where it listens.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "common/logging.rs"]
+mod logging;
 #[path = "common/server_loop.rs"]
 mod server_loop;
 
@@ -97,8 +102,12 @@ pub fn demo_flow(
     demo_flow_builder(issuer, expires_in, interval).build()
 }
 
-/// The application: OAuth endpoints, the verification page and login behind the session
-/// layer, two guarded route groups and a public route.
+/// The application: OAuth endpoints, the pages end users sign in to (verification, connected
+/// devices, login) behind the session layer, two guarded route groups and a public route.
+///
+/// Every endpoint is a route (`route_service`), so the session layer wraps the pages it
+/// should. `.layer(flow.endpoints_layer())` would answer the flow's paths before routing, and
+/// a session layer added inside it would never run for `/device`.
 pub fn app(flow: &DeviceFlow<MemoryStore>) -> Router {
     let paths = flow.paths();
 
@@ -124,6 +133,8 @@ pub fn app(flow: &DeviceFlow<MemoryStore>) -> Router {
         ));
     let browser = Router::new()
         .route_service(&paths.verification, flow.verification())
+        .route_service(&paths.connected_devices, flow.connected_devices_service())
+        .route_service(&paths.revoke_device, flow.connected_devices_service())
         .route("/login", get(login_page).post(login))
         .route("/logout", axum::routing::post(logout))
         .with_state(Arc::<str>::from(paths.verification.as_str()))
@@ -308,6 +319,7 @@ const USAGE: &str = "usage: axum [--addr HOST:PORT] [--expires-in SECS] [--inter
 
 #[tokio::main]
 async fn main() {
+    logging::init();
     let mut addr = SocketAddr::from(([127, 0, 0, 1], 8090));
     let (mut expires_in, mut interval) = (1800u64, 5u64);
     let mut args = std::env::args().skip(1);

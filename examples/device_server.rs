@@ -31,6 +31,9 @@
 //! valid `DPoP` proof gets DPoP-bound tokens, which the guarded routes accept only as
 //! `Authorization: DPoP <token>` with a proof for that request; requests without DPoP work as
 //! before. The `device_client` example uses it by default.
+//!
+//! Logs (the crate's `tracing` events) go to stderr, filtered by `RUST_LOG` (default
+//! `warn,tower_device_flow=info`); stdout keeps only the line saying where it listens.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,6 +53,8 @@ use tower_device_flow::{
     Audience, BasicLogin, Client, DeviceFlow, Limits, MemoryStore, Scope, Store, TokenInfo,
 };
 
+#[path = "common/logging.rs"]
+mod logging;
 #[path = "common/server_loop.rs"]
 mod server_loop;
 
@@ -160,6 +165,7 @@ fn demo_clients(api: Option<Audience>) -> [Client; 2] {
 
 #[tokio::main]
 async fn main() {
+    logging::init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(msg) => {

@@ -14,6 +14,9 @@
 //! API: its audience must include `{issuer}/api`, the resource indicator the demo
 //! authorization server gives its tokens by default. When the authorization server cannot be
 //! reached, guarded routes answer 503 until it is back.
+//!
+//! Logs (the crate's `tracing` events) go to stderr, filtered by `RUST_LOG` (default
+//! `warn,tower_device_flow=info`); stdout keeps only the line saying where it listens.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +36,9 @@ use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::bearer::TokenVerifier;
 use tower_device_flow::resource_server::{IntrospectionVerifier, JwtVerifier};
 use tower_device_flow::{RequireOAuthLayer, Scope, ScopeRequirement, TokenInfo};
+
+#[path = "common/logging.rs"]
+mod logging;
 
 const USAGE: &str =
     "usage: resource_server [--addr HOST:PORT] [--issuer URL] [--cache-ttl SECS] [--jwt]";
@@ -85,6 +91,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
 
 #[tokio::main]
 async fn main() {
+    logging::init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(msg) => {

@@ -16,8 +16,54 @@ use crate::ids::Subject;
 ///
 /// The resolver is synchronous on purpose: a login that must await something (a session
 /// store on Redis or a database) does so in a middleware in front of the verification
-/// service, which inserts the `Subject`; `FromExtensions` then reads it. `examples/axum.rs`
-/// (`session_user`, with `tower-sessions`) and `tests/page.rs` show that pattern.
+/// service, which inserts the `Subject`; `FromExtensions` then reads it. Here with axum's
+/// `middleware::from_fn` (any framework's middleware, or a `tower::Service` wrapping the
+/// endpoint, does the same):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Arc;
+///
+/// use axum::extract::{Request, State};
+/// use axum::middleware::{self, Next};
+/// use axum::response::Response;
+/// use axum::Router;
+/// use tokio::sync::RwLock;
+/// use tower_device_flow::{DeviceFlow, MemoryStore, Subject};
+///
+/// /// Session id (the `sid` cookie) to user: the application's session store.
+/// type Sessions = Arc<RwLock<HashMap<String, String>>>;
+///
+/// async fn session_user(State(sessions): State<Sessions>, mut req: Request, next: Next) -> Response {
+///     let sid = req
+///         .headers()
+///         .get("cookie")
+///         .and_then(|c| c.to_str().ok())
+///         .and_then(|c| c.split("; ").find_map(|c| c.strip_prefix("sid=")))
+///         .map(str::to_owned);
+///     if let Some(sid) = sid {
+///         // The await the resolver cannot do.
+///         if let Some(user) = sessions.read().await.get(&sid).cloned() {
+///             req.extensions_mut().insert(Subject::new(user));
+///         }
+///     }
+///     next.run(req).await
+/// }
+///
+/// // `FromExtensions` is the default resolver.
+/// let flow = DeviceFlow::builder(MemoryStore::default()).build();
+/// let sessions = Sessions::default();
+/// let app: Router = Router::new()
+///     .route_service(&flow.paths().verification, flow.verification())
+///     .layer(middleware::from_fn_with_state(sessions, session_user));
+/// # let _ = app;
+/// ```
+///
+/// `tests/axum.rs` (`an_async_session_lookup_in_front_of_the_route_services`) runs that
+/// pattern over a socket, with a lookup that waits for a busy store; `examples/axum.rs`
+/// (`session_user`, with `tower-sessions`) and `tests/page.rs` use it too. With
+/// [`EndpointsLayer`](crate::EndpointsLayer) the middleware must wrap the layer from outside:
+/// see [`endpoints`](crate::endpoints).
 pub trait EndUserResolver: Send + Sync + 'static {
     /// The signed-in end user, or `None` (answered 401).
     fn end_user(&self, request: &Parts) -> Option<Subject>;

@@ -4,6 +4,16 @@
 //! requests to the configured [`Paths`](crate::Paths) are answered by the crate, every other
 //! request goes to the inner service untouched.
 //!
+//! **Order.** The layer answers the flow's paths itself, before anything inside it: the inner
+//! service, and so a router's routing and its route middleware, never sees them. Whatever the
+//! endpoints need from the application, above all the login that puts the end user's
+//! [`Subject`](crate::Subject) in the extensions for the verification page, must wrap the
+//! `Endpoints` from outside: `login.layer(flow.endpoints_layer().layer(app))`, or with axum
+//! `router.layer(flow.endpoints_layer()).layer(login)` (the last `.layer` is the outermost).
+//! A login layered inside never runs for `/device`, and every approval is a 401. To give
+//! middleware to some endpoints only, mount each endpoint as its own route instead (with axum,
+//! `Router::route_service`; see [`crate::axum`]).
+//!
 //! ```
 //! use http::{Request, Response};
 //! use http_body_util::Full;

@@ -36,6 +36,7 @@
 //! | `postgres` | | `PostgresStore`, for many instances |
 //! | `sqlite` | | `SqliteStore`, for one instance that survives a restart |
 //! | `axum` | | [`TokenInfo`] as an axum extractor (module `axum`) |
+//! | `tonic` | | [`RequireOAuth`] as a tonic `NamedService`, for one guard per gRPC service with `Server::add_service` |
 //! | `test-kit` | | the store conformance kit (`store::test_kit`) for your own store |
 //!
 //! The minimum supported Rust version is 1.88 (see the README for each feature's).
@@ -124,6 +125,7 @@
         feature = "postgres",
         feature = "sqlite",
         feature = "axum",
+        feature = "tonic",
         feature = "test-kit"
     )),
     allow(rustdoc::broken_intra_doc_links)

@@ -1,18 +1,26 @@
 //! The axum example app over a real socket: the whole device flow, the guarded routes and the
 //! `TokenInfo` extractor, the extractor's rejection on a route without the bearer layer, and
-//! the cookie-session login in front of the verification page. Needs the `axum` feature
-//! (`required-features` in Cargo.toml).
+//! the cookie-session login in front of the verification page; an async session lookup in
+//! front of the endpoints, mounted as routes or by the endpoints layer (and in the wrong
+//! order); the README's snippet kept equal to the compiled doc example. Needs the `axum`
+//! feature (`required-features` in Cargo.toml).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::middleware::{self, Next};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use http::{header, Method, Request};
+use http::{header, HeaderMap, Method, Request};
 use http_body_util::Full;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower_device_flow::TokenInfo;
+use tokio::sync::RwLock;
+use tower_device_flow::{Client, DeviceFlow, MemoryStore, Scope, Subject, TokenInfo};
 
 #[allow(dead_code)] // its `main` is not used here
 #[path = "../examples/axum.rs"]
@@ -483,4 +491,276 @@ async fn the_login_never_sends_anyone_off_site() {
             "{evil}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An async login in front of the verification page, in the two orders the module docs of
+// `tower_device_flow::axum` show (and the wrong one).
+
+/// The application's session store: session id (cookie `sid`) to user, behind a `tokio` lock,
+/// as a store on Redis or a database is awaited. Counts its lookups, to see where the login
+/// middleware runs.
+#[derive(Clone, Default)]
+struct Sessions {
+    users: Arc<RwLock<HashMap<String, String>>>,
+    lookups: Arc<AtomicUsize>,
+}
+
+impl Sessions {
+    async fn user(&self, headers: &HeaderMap) -> Option<String> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
+        let sid = cookie.split("; ").find_map(|c| c.strip_prefix("sid="))?;
+        // Waits for whoever holds the store, as a network round trip would.
+        self.users.read().await.get(sid).cloned()
+    }
+
+    fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+/// The login middleware: the session's user as a `Subject` in the request extensions, where
+/// the flow's default resolver (`FromExtensions`) finds it.
+async fn session_user(
+    State(sessions): State<Sessions>,
+    mut req: axum::extract::Request,
+    next: Next,
+) -> axum::response::Response {
+    if let Some(user) = sessions.user(req.headers()).await {
+        req.extensions_mut().insert(Subject::new(user));
+    }
+    next.run(req).await
+}
+
+/// A flow whose end user comes only from the extensions (the default), for `demo-device`.
+fn session_flow(issuer: &str) -> DeviceFlow<MemoryStore> {
+    let store = MemoryStore::builder()
+        .client(Client::public(
+            "demo-device",
+            Scope::parse("profile").expect("scope"),
+        ))
+        .build();
+    DeviceFlow::builder(store).issuer(issuer).build()
+}
+
+async fn me(token: TokenInfo) -> String {
+    token.subject.to_string()
+}
+
+/// `POST /device` with session cookie `sid`, if any.
+async fn decide(
+    http: &Http,
+    base: &str,
+    sid: Option<&str>,
+    user_code: &str,
+) -> http_support::Reply {
+    let mut req = Request::post(format!("{base}/device"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(sid) = sid {
+        req = req.header(header::COOKIE, format!("theme=dark; sid={sid}"));
+    }
+    let body = format!("user_code={user_code}&decision=approve");
+    http.send(req.body(Full::from(body)).expect("request"))
+        .await
+}
+
+/// A device authorization for `demo-device`: (device_code, user_code).
+async fn ask(http: &Http, base: &str) -> (String, String) {
+    let res = http
+        .post_form(
+            &format!("{base}/oauth/device_authorization"),
+            &[("client_id", "demo-device"), ("scope", "profile")],
+            None,
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let codes = res.json();
+    let code = |k: &str| codes[k].as_str().expect(k).to_owned();
+    (code("device_code"), code("user_code"))
+}
+
+#[tokio::test]
+async fn an_async_session_lookup_in_front_of_the_route_services() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("local addr"));
+    let flow = session_flow(&issuer);
+    let sessions = Sessions::default();
+
+    // The module docs' first pattern: every endpoint a route; the login wraps only the pages
+    // end users sign in to.
+    let paths = flow.paths();
+    let signed_in = Router::new()
+        .route_service(&paths.verification, flow.verification())
+        .route_service(&paths.connected_devices, flow.connected_devices_service())
+        .route_service(&paths.revoke_device, flow.connected_devices_service())
+        .layer(middleware::from_fn_with_state(
+            sessions.clone(),
+            session_user,
+        ));
+    let app = Router::new()
+        .route("/api/me", get(me))
+        .route_layer(flow.require_oauth("profile"))
+        .route_service(&paths.device_authorization, flow.device_authorization())
+        .route_service(&paths.token, flow.token())
+        .route_service(&paths.revocation, flow.revocation())
+        .route_service(&paths.introspection, flow.introspection())
+        .route_service(&paths.metadata, flow.metadata())
+        .merge(signed_in);
+    let base = serve(listener, app).await;
+    let http = Http::default();
+
+    let (device_code, user_code) = ask(&http, &base).await;
+    // Signed out: the page asks for a login.
+    let res = decide(&http, &base, None, &user_code).await;
+    assert_eq!(res.status, 401, "{}", res.text());
+
+    // The session store is busy when the approval arrives: the middleware awaits it, and the
+    // approval goes through once the session is there.
+    let mut store = sessions.users.write().await;
+    let approval = tokio::spawn({
+        let (http, base, user_code) = (Http::default(), base.clone(), user_code.clone());
+        async move { decide(&http, &base, Some("s-alice"), &user_code).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !approval.is_finished(),
+        "the lookup did not wait for the store"
+    );
+    store.insert("s-alice".into(), "alice".into());
+    drop(store);
+    let res = approval.await.expect("approval task");
+    assert_eq!(res.status, 200, "{}", res.text());
+
+    // The device gets its token, for alice.
+    let res = http.poll(&base, "demo-device", &device_code).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let token = res.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let res = http.get(&format!("{base}/api/me"), Some(&token)).await;
+    assert_eq!((res.status.as_u16(), res.text()), (200, "alice".into()));
+
+    // The connected devices sit behind the same login.
+    let req = Request::get(format!("{base}/account/devices"))
+        .header(header::COOKIE, "sid=s-alice")
+        .body(Full::default())
+        .expect("request");
+    let res = http.send(req).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["devices"][0]["client_id"], "demo-device");
+
+    // Three requests to signed-in pages, three lookups: the device's and the API's requests
+    // never went through the login.
+    assert_eq!(sessions.lookups(), 3);
+}
+
+#[tokio::test]
+async fn the_endpoints_layer_answers_before_routing() {
+    let http = Http::default();
+
+    // The module docs' second pattern: the login outside (after) the endpoints layer.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("local addr"));
+    let flow = session_flow(&issuer);
+    let sessions = Sessions::default();
+    sessions
+        .users
+        .write()
+        .await
+        .insert("s-alice".into(), "alice".into());
+    let app = Router::new()
+        .route("/api/me", get(me))
+        .route_layer(flow.require_oauth("profile"))
+        .layer(flow.endpoints_layer())
+        .layer(middleware::from_fn_with_state(
+            sessions.clone(),
+            session_user,
+        ));
+    let base = serve(listener, app).await;
+    let (device_code, user_code) = ask(&http, &base).await;
+    let res = decide(&http, &base, Some("s-alice"), &user_code).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = http.poll(&base, "demo-device", &device_code).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let token = res.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let res = http.get(&format!("{base}/api/me"), Some(&token)).await;
+    assert_eq!((res.status.as_u16(), res.text()), (200, "alice".into()));
+
+    // The wrong order: the login inside the endpoints layer is never reached for `/device`,
+    // so nobody is ever signed in there.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("local addr"));
+    let flow = session_flow(&issuer);
+    let sessions = Sessions::default();
+    sessions
+        .users
+        .write()
+        .await
+        .insert("s-alice".into(), "alice".into());
+    let app = Router::new()
+        .route("/api/me", get(me))
+        .layer(middleware::from_fn_with_state(
+            sessions.clone(),
+            session_user,
+        ))
+        .layer(flow.endpoints_layer());
+    let base = serve(listener, app).await;
+    let (_, user_code) = ask(&http, &base).await;
+    let res = decide(&http, &base, Some("s-alice"), &user_code).await;
+    assert_eq!(res.status, 401, "{}", res.text());
+    assert_eq!(sessions.lookups(), 0, "the login ran for /device");
+}
+
+/// The README's axum snippet is the module docs' first example (which rustdoc compiles),
+/// less its hidden lines.
+#[test]
+fn the_readme_axum_snippet_is_the_compiled_doc_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = readme
+        .split_once("\n### axum 0.8\n")
+        .expect("README: section ### axum 0.8")
+        .1;
+    let block = section
+        .split_once("```rust")
+        .expect("README: a rust block in the axum section")
+        .1;
+    let block = block.split_once('\n').expect("block").1;
+    let readme_lines: Vec<&str> = block
+        .split_once("\n```")
+        .expect("README: the block's end")
+        .0
+        .lines()
+        .collect();
+
+    let src = std::fs::read_to_string(root.join("src/axum.rs")).expect("src/axum.rs");
+    let docs: Vec<&str> = src
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let open = docs
+        .iter()
+        .position(|l| l.starts_with("```"))
+        .expect("a doc example");
+    let close = open
+        + 1
+        + docs[open + 1..]
+            .iter()
+            .position(|l| l.starts_with("```"))
+            .expect("its end");
+    let visible: Vec<&str> = docs[open + 1..close]
+        .iter()
+        .copied()
+        .filter(|l| *l != "#" && !l.starts_with("# "))
+        .collect();
+    assert_eq!(
+        readme_lines, visible,
+        "README's axum snippet differs from src/axum.rs"
+    );
 }

@@ -976,11 +976,14 @@ async fn nonces_when_configured() {
 // ---------------------------------------------------------------------------------------------
 // gRPC over tonic (the tonic example's server): the same verdicts as gRPC statuses.
 
+// The example needs feature `tonic` (one guard per gRPC service).
+#[cfg(feature = "tonic")]
 #[allow(dead_code)] // its `main` is not used here
 #[path = "../examples/tonic.rs"]
 mod tonic_example;
 
 /// `WhoAmI` with the given `authorization` and `dpop` metadata.
+#[cfg(feature = "tonic")]
 async fn who_am_i(
     channel: tonic::transport::Channel,
     metadata: &[(&'static str, String)],
@@ -999,6 +1002,7 @@ async fn who_am_i(
         .map(tonic::Response::into_inner)
 }
 
+#[cfg(feature = "tonic")]
 #[tokio::test]
 async fn tonic_clients_use_dpop_bound_tokens() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -73,13 +73,17 @@ impl Demo {
                 }
             }
         });
+        // Its log goes to stderr: drain it all along, so a full pipe never stops the server.
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut log);
+            log
+        });
         if rx.recv_timeout(Duration::from_secs(60)).is_err() {
             let _ = child.kill();
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut err);
-            }
-            panic!("the demo server did not start: {err}");
+            let log = log.join().unwrap_or_default();
+            panic!("the demo server did not start: {log}");
         }
         Demo { addr, child }
     }

@@ -1,6 +1,8 @@
 //! The tonic example over a real socket: a tonic client sees `Unauthenticated` without a
 //! valid token, `PermissionDenied` with too little scope, and the reply with a valid one. The
-//! tokens come from the device flow over HTTP/1.1 on the same port.
+//! tokens come from the device flow over HTTP/1.1 on the same port. The example gives each of
+//! its two services its own guard with `Server::add_service` (feature `tonic`:
+//! `required-features` in Cargo.toml).
 
 use std::time::Duration;
 
@@ -122,4 +124,85 @@ async fn grpc_codes_for_each_verdict() {
         .await
         .expect_err("a revoked token must be refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
+#[tokio::test]
+async fn one_guard_per_service_with_add_service() {
+    let (base, channel) = start().await;
+    let http = Http::default();
+
+    // No token: each service's guard refuses, as unauthenticated.
+    let status = example::who_am_i(channel.clone(), None)
+        .await
+        .expect_err("no token must be refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = example::get_email(channel.clone(), None)
+        .await
+        .expect_err("no token must be refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(challenge(&status), "Bearer realm=\"api\"");
+
+    // Scope `profile` only: demo.Profile answers, demo.Email refuses for scope `email`.
+    let tokens = http
+        .device_flow_tokens(&base, "demo-device", "profile", ALICE)
+        .await;
+    let profile = tokens["access_token"].as_str().expect("access_token");
+    let reply = example::who_am_i(channel.clone(), Some(profile))
+        .await
+        .expect("scope profile reaches demo.Profile");
+    assert_eq!(
+        (reply.subject.as_str(), reply.scope.as_str()),
+        ("alice", "profile")
+    );
+    let status = example::get_email(channel.clone(), Some(profile))
+        .await
+        .expect_err("scope profile must not reach demo.Email");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        challenge(&status),
+        "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"email\""
+    );
+
+    // Scope `email` only: the other way round.
+    let tokens = http
+        .device_flow_tokens(&base, "demo-device", "email", ALICE)
+        .await;
+    let email = tokens["access_token"].as_str().expect("access_token");
+    let reply = example::get_email(channel.clone(), Some(email))
+        .await
+        .expect("scope email reaches demo.Email");
+    assert_eq!(reply.subject, "alice");
+    assert_eq!(reply.email, "alice@example.com");
+    let status = example::who_am_i(channel.clone(), Some(email))
+        .await
+        .expect_err("scope email must not reach demo.Profile");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(challenge(&status).contains("scope=\"profile\""));
+
+    // A service nobody registered is tonic's own UNIMPLEMENTED: no guard stands in front of
+    // the router, only in front of each service.
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let status = grpc
+        .unary::<_, example::pb::WhoAmIReply, _>(
+            tonic::Request::new(example::pb::WhoAmIRequest {}),
+            http::uri::PathAndQuery::from_static("/demo.Nobody/WhoAmI"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("no such service");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+}
+
+/// The guard is a `NamedService` under its inner service's name, whatever the verifier.
+#[test]
+fn a_guarded_service_keeps_its_name() {
+    use tonic::server::NamedService;
+    use tower::Layer;
+    fn name_of<T: NamedService>(_: &T) -> &'static str {
+        T::NAME
+    }
+    let flow = example::demo_flow("http://127.0.0.1:1", Duration::from_secs(5));
+    let guarded = flow.require_oauth("email").layer(example::EmailServer);
+    assert_eq!(name_of(&guarded), "demo.Email");
 }

@@ -30,7 +30,9 @@
 //!
 //! The inner body is never boxed: responses are a [`ResponseBody`] that is either the inner
 //! body or the crate's JSON. The layer works with any `Clone` service whose response body
-//! yields [`Bytes`], so it fits hyper, axum's `route_layer` and tonic's `Server::layer`.
+//! yields [`Bytes`], so it fits hyper, axum's `route_layer` and tonic's `Server::layer` (every
+//! service behind one guard) or, with feature `tonic`, `Server::add_service` (one guard per
+//! service: [`RequireOAuth`] is a `NamedService` when the service it wraps is).
 //!
 //! ```
 //! use http::{Request, Response};
@@ -246,6 +248,24 @@ impl<Svc: fmt::Debug, V> fmt::Debug for RequireOAuth<Svc, V> {
             .field("requirement", &self.guard.requirement)
             .finish_non_exhaustive()
     }
+}
+
+/// With feature `tonic`: a guarded gRPC service keeps its inner service's name, so
+/// `Server::add_service` routes to it and each service can have its own guard:
+///
+/// ```ignore
+/// Server::builder()
+///     .add_service(flow.require_oauth("profile").layer(ProfileServer::new(profile)))
+///     .add_service(flow.require_oauth("email").layer(EmailServer::new(email)))
+/// ```
+///
+/// `tests/tonic.rs` runs exactly that.
+#[cfg(feature = "tonic")]
+impl<Svc, V> tonic::server::NamedService for RequireOAuth<Svc, V>
+where
+    Svc: tonic::server::NamedService,
+{
+    const NAME: &'static str = Svc::NAME;
 }
 
 /// Why no token could be read from the request.

@@ -17,6 +17,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("redis", cfg!(feature = "redis")),
     ("test-kit", cfg!(feature = "test-kit")),
     ("axum", cfg!(feature = "axum")),
+    ("tonic", cfg!(feature = "tonic")),
     ("postgres", cfg!(feature = "postgres")),
     ("sqlite", cfg!(feature = "sqlite")),
     ("jwt", cfg!(feature = "jwt")),
