@@ -345,3 +345,57 @@ fn the_checker_sees_imports() {
         ["crate::a::B", "crate::c::d", "crate::c::e::F"]
     );
 }
+
+#[test]
+fn the_readme_map_names_every_module_on_its_floor() {
+    // The README's "Project layout" is the newcomer's map: it must list every top-level module
+    // on the floor it sits on here, and nothing that is not there.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```text\nsrc/\n")
+        .expect("the README's project layout block");
+    let block = &readme[start..];
+    let block = &block[..block[8..].find("```").expect("end of the block") + 8];
+    let mut listed: Vec<BTreeSet<String>> = Vec::new();
+    for line in block.lines() {
+        let t = line.trim();
+        if t.starts_with("# ")
+            && t[2..]
+                .split('.')
+                .next()
+                .is_some_and(|n| n.parse::<usize>().is_ok())
+        {
+            listed.push(BTreeSet::new());
+        } else if let (Some(floor), Some(entry)) = (listed.last_mut(), t.split_whitespace().next())
+        {
+            if line.starts_with("  ") {
+                let top = entry
+                    .split('/')
+                    .next()
+                    .unwrap_or(entry)
+                    .trim_end_matches(".rs");
+                floor.insert(top.to_owned());
+            }
+        }
+    }
+    assert_eq!(
+        listed.len(),
+        FLOORS.len(),
+        "one README floor per floor here"
+    );
+    for (i, (name, members)) in FLOORS.iter().enumerate() {
+        let expected: BTreeSet<String> = members.iter().map(|m| m.to_string()).collect();
+        assert_eq!(listed[i], expected, "README floor {} ({name})", i + 1);
+    }
+    // And every top-level module of src/ is on some floor (so in the map).
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for m in modules(&src).keys() {
+        if let Some(top) = m.first() {
+            assert!(
+                listed.iter().any(|f| f.contains(top)),
+                "src/{top} is missing from the README's project layout"
+            );
+        }
+    }
+}

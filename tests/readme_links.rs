@@ -112,7 +112,13 @@ fn anchors_name_headings() {
 fn the_demo_contract_is_documented_inside_the_repository() {
     let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/DEMO_CONTRACT.md");
     let text = std::fs::read_to_string(contract).expect("docs/DEMO_CONTRACT.md is packaged");
-    for route in ["/device_authorization", "/token", "/device", "/metrics", "/account/devices"] {
+    for route in [
+        "/device_authorization",
+        "/token",
+        "/device",
+        "/metrics",
+        "/account/devices",
+    ] {
         assert!(text.contains(route), "the contract documents {route}");
     }
     assert!(readme().contains("](docs/DEMO_CONTRACT.md)"));
