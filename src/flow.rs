@@ -32,7 +32,7 @@ use crate::page::{DefaultPage, VerificationPage};
 use crate::revocation::Revocation;
 use crate::scope::Scope;
 use crate::sign_in::SignIn;
-use crate::store::{Store, StoreResult};
+use crate::store::{ClientSource, DynClientSource, Store, StoreResult};
 use crate::token::TokenEndpoint;
 use crate::verification::Verification;
 
@@ -106,6 +106,7 @@ impl<S: Store> DeviceFlow<S> {
             ipv6_prefix: 64,
             realm: "api".into(),
             scopes_supported: None,
+            clients: None,
             grants_per_client: None,
             grants_overall: None,
             default_audience: None,
@@ -178,8 +179,14 @@ impl<S: Store> DeviceFlow<S> {
     /// for the application's own account pages. "Last used" is when tokens were last issued
     /// from the grant (its redemption or its latest refresh).
     pub async fn connected_devices(&self, subject: &Subject) -> StoreResult<Vec<ConnectedDevice>> {
-        connected_devices::connected_devices(&self.shared.store, subject, self.shared.clock.now())
-            .await
+        let shared = &self.shared;
+        connected_devices::connected_devices(
+            &shared.store,
+            shared.clients(),
+            subject,
+            shared.clock.now(),
+        )
+        .await
     }
 
     /// Signs one device out: revokes grant `id`, with its refresh token and its access token,
@@ -285,6 +292,7 @@ pub struct DeviceFlowBuilder<S> {
     ipv6_prefix: u8,
     realm: String,
     scopes_supported: Option<Scope>,
+    clients: Option<Arc<dyn DynClientSource>>,
     grants_per_client: Option<u64>,
     grants_overall: Option<u64>,
     default_audience: Option<Audience>,
@@ -499,6 +507,16 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// Where clients are looked up (default: the store, which is a [`ClientSource`]): every
+    /// endpoint that authenticates a client or shows its name asks `source` instead, on every
+    /// request, so removing or changing a client there takes effect at once. For an
+    /// application that keeps its clients in its own database and the flow's grants and tokens
+    /// in one of the crate's stores. See [`ClientSource`] for an example.
+    pub fn clients(mut self, source: impl ClientSource) -> Self {
+        self.clients = Some(Arc::new(source));
+        self
+    }
+
     /// At most this many device authorizations per client within one `expires_in` window
     /// (default: no cap). Beware: a public client's id ships in every device of a product, so
     /// anyone can spend this budget and lock every device of the product out until the window
@@ -595,6 +613,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     limiter,
                     realm: self.realm,
                     scopes_supported: self.scopes_supported,
+                    clients: self.clients,
                     grants_per_client: self.grants_per_client,
                     grants_overall: self.grants_overall,
                     default_audience,

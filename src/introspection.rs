@@ -98,6 +98,7 @@ where
     }
     let client = authenticate(
         &shared.store,
+        shared.clients(),
         &parts,
         &form,
         shared.config.token_auth,

@@ -530,7 +530,7 @@ async fn confirm<S: Store>(
         .normalize(typed)
         .map(|c| codes.display(&c))
         .unwrap_or_default();
-    let client = shared.store.client(grant.client_id.as_str()).await?;
+    let client = shared.clients().client(grant.client_id.as_str()).await?;
     Ok(Outcome::Confirm {
         user_code,
         client_id: grant.client_id.as_str().to_owned(),
