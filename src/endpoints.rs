@@ -55,13 +55,13 @@ use crate::verification::Verification;
 /// [`DeviceFlow::endpoints_layer`](crate::DeviceFlow::endpoints_layer).
 pub struct EndpointsLayer<S> {
     shared: Arc<Shared<S>>,
-    // Rendered once: the document never changes.
+    // Its fixed part rendered once.
     metadata: Metadata,
 }
 
-impl<S> EndpointsLayer<S> {
+impl<S: Store> EndpointsLayer<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
-        let metadata = Metadata::new(&shared.config);
+        let metadata = Metadata::new(&shared);
         EndpointsLayer { shared, metadata }
     }
 }

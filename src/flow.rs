@@ -206,7 +206,7 @@ impl<S: Store> DeviceFlow<S> {
 
     /// The RFC 8414 metadata service.
     pub fn metadata(&self) -> Metadata {
-        Metadata::new(&self.shared.config)
+        Metadata::new(&self.shared)
     }
 
     /// A layer requiring a bearer token with every scope in `scopes` (space-separated),

@@ -1,5 +1,8 @@
 //! Clients from the application's own source (`DeviceFlowBuilder::clients`): every endpoint asks
-//! it, on every request, instead of the store.
+//! it, on every request, instead of the store. And the metadata's `scopes_supported`, derived
+//! from the clients when the flow is not given one.
+
+mod http_support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -268,4 +271,124 @@ async fn an_update_applies_to_the_next_device_authorization() {
     app.authorize(TV, "profile")
         .await
         .assert_error(400, "invalid_scope");
+}
+
+// ---- scopes_supported from the clients ----
+
+const METADATA: &str = "/.well-known/oauth-authorization-server";
+
+/// Serves `flow`'s endpoints over HTTP on `listener`.
+async fn serve<S: tower_device_flow::Store>(
+    listener: tokio::net::TcpListener,
+    flow: &DeviceFlow<S>,
+) {
+    let inner = service_fn(|_req: Request<hyper::body::Incoming>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Full::<Bytes>::default()))
+    });
+    http_support::serve_hyper(listener, flow.endpoints_layer().layer(inner));
+}
+
+async fn scopes_supported(base: &str) -> Option<Vec<String>> {
+    let res = http_support::Http::default()
+        .get(&format!("{base}{METADATA}"), None)
+        .await;
+    assert_eq!(res.status, 200);
+    res.json()["scopes_supported"]
+        .as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+}
+
+#[tokio::test]
+async fn metadata_lists_the_scopes_of_the_registered_clients() {
+    let store = MemoryStore::builder()
+        .client(Client::public("tv", scope("profile")))
+        .client(Client::confidential(
+            "svc",
+            "secret",
+            scope("email profile"),
+        ))
+        .build();
+    let (listener, base) = http_support::bind().await;
+    let flow = DeviceFlow::builder(store).issuer(base.clone()).build();
+    serve(listener, &flow).await;
+    assert_eq!(scopes_supported(&base).await.unwrap(), ["email", "profile"]);
+
+    // A client registered while the server runs shows on the next request.
+    flow.store()
+        .add_client(Client::public("printer", scope("print")));
+    assert_eq!(
+        scopes_supported(&base).await.unwrap(),
+        ["email", "print", "profile"]
+    );
+    flow.store().remove_client("svc");
+    assert_eq!(scopes_supported(&base).await.unwrap(), ["print", "profile"]);
+}
+
+#[tokio::test]
+async fn explicit_scopes_supported_wins_over_the_clients() {
+    let store = MemoryStore::builder()
+        .client(Client::public("tv", scope("profile email")))
+        .build();
+    let (listener, base) = http_support::bind().await;
+    let flow = DeviceFlow::builder(store)
+        .issuer(base.clone())
+        .scopes_supported(scope("profile"))
+        .build();
+    serve(listener, &flow).await;
+    assert_eq!(scopes_supported(&base).await.unwrap(), ["profile"]);
+    flow.store().add_client(Client::public("p", scope("print")));
+    assert_eq!(scopes_supported(&base).await.unwrap(), ["profile"]);
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_list_its_clients_leaves_scopes_supported_out() {
+    // `AppClients` keeps the provided `known_scopes`: it cannot enumerate.
+    let (listener, base) = http_support::bind().await;
+    let clients = AppClients::default();
+    clients.put(Client::public(TV, scope("profile")));
+    let flow = DeviceFlow::builder(MemoryStore::default())
+        .issuer(base.clone())
+        .clients(clients)
+        .build();
+    serve(listener, &flow).await;
+    assert_eq!(scopes_supported(&base).await, None);
+}
+
+/// A source that lists its clients: the flow asks it, not the store.
+#[derive(Clone, Default)]
+struct ListedClients(AppClients);
+
+impl ClientSource for ListedClients {
+    async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+        self.0.client(client_id).await
+    }
+
+    async fn known_scopes(&self) -> StoreResult<Option<Scope>> {
+        let clients = self.0 .0.read().unwrap();
+        let all = clients
+            .values()
+            .fold(Scope::empty(), |all, c| all.union(c.allowed_scope()));
+        Ok(Some(all))
+    }
+}
+
+#[tokio::test]
+async fn metadata_asks_the_flows_own_client_source() {
+    let store = MemoryStore::builder()
+        .client(Client::public("store-only", scope("ignored")))
+        .build();
+    let (listener, base) = http_support::bind().await;
+    let clients = ListedClients::default();
+    clients.0.put(Client::public(TV, scope("profile")));
+    let flow = DeviceFlow::builder(store)
+        .issuer(base.clone())
+        .clients(clients.clone())
+        .build();
+    serve(listener, &flow).await;
+    assert_eq!(scopes_supported(&base).await.unwrap(), ["profile"]);
+    clients.0.put(Client::public("radio", scope("listen")));
+    assert_eq!(
+        scopes_supported(&base).await.unwrap(),
+        ["listen", "profile"]
+    );
 }
