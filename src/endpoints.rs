@@ -12,7 +12,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let flow = DeviceFlow::builder(MemoryStore::default()).build();
+//! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
+//!     .build();
 //! let app = service_fn(|_req: Request<Full<bytes::Bytes>>| async {
 //!     Ok::<_, std::convert::Infallible>(Response::new(Full::from("hello")))
 //! });

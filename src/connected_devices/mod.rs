@@ -49,6 +49,7 @@
 //! # async fn main() {
 //! // The application's login decides who the end user is; here, a fixed user.
 //! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
 //!     .end_user(|_: &http::request::Parts| Some(Subject::new("alice")))
 //!     .build();
 //! let req = Request::get("/account/devices").body(Full::<bytes::Bytes>::default()).unwrap();

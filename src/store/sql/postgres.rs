@@ -69,7 +69,9 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 ///     .connect("postgres://app@db.internal/app")
 ///     .await?;
 /// store.migrate().await?; // creates the schema `device_flow` and its tables, once
-/// let flow = DeviceFlow::builder(store).build();
+/// let flow = DeviceFlow::builder(store)
+///     .issuer("https://auth.example.com")
+///     .build();
 /// # Ok(()) }
 /// ```
 ///

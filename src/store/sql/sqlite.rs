@@ -42,7 +42,9 @@ const BEGIN: &str = "BEGIN IMMEDIATE";
 ///     .connect("/var/lib/myapp/device-flow.sqlite3")
 ///     .await?;
 /// store.migrate().await?; // creates the tables, once
-/// let flow = DeviceFlow::builder(store).build();
+/// let flow = DeviceFlow::builder(store)
+///     .issuer("https://auth.example.com")
+///     .build();
 /// # Ok(()) }
 /// ```
 ///
