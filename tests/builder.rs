@@ -20,11 +20,39 @@ fn try_build_refuses_a_flow_without_an_issuer() {
     assert!(e.to_string().contains(".issuer("), "{e}");
 }
 
+/// Collects what the test's subscriber writes.
+#[cfg(debug_assertions)]
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(debug_assertions)]
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// The only test here that builds without an issuer: the warning is logged once per process.
 #[cfg(debug_assertions)]
 #[test]
-fn a_debug_build_falls_back_to_the_development_issuer() {
-    let flow = builder().build();
-    assert_eq!(flow.issuer(), DEV_ISSUER);
+fn a_debug_build_falls_back_to_the_development_issuer_and_warns_once() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(builder().build().issuer(), DEV_ISSUER);
+        assert_eq!(builder().build().issuer(), DEV_ISSUER);
+    });
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(logs.matches("no issuer set").count(), 1, "{logs}");
+    assert!(logs.contains("WARN"), "{logs}");
 }
 
 #[cfg(not(debug_assertions))]

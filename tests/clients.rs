@@ -392,3 +392,42 @@ async fn metadata_asks_the_flows_own_client_source() {
         ["listen", "profile"]
     );
 }
+
+/// A source whose listing fails (its database is down).
+struct FailingListing;
+
+impl ClientSource for FailingListing {
+    async fn client(&self, _client_id: &str) -> StoreResult<Option<Client>> {
+        Ok(None)
+    }
+
+    async fn known_scopes(&self) -> StoreResult<Option<Scope>> {
+        Err(tower_device_flow::StoreError::Unavailable("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn derived_documents_are_revalidated_and_a_failed_listing_is_not_cached() {
+    let store = MemoryStore::builder()
+        .client(Client::public(TV, scope("profile")))
+        .build();
+    let (listener, base) = http_support::bind().await;
+    let flow = DeviceFlow::builder(store).issuer(base.clone()).build();
+    serve(listener, &flow).await;
+    let http = http_support::Http::default();
+    let res = http.get(&format!("{base}{METADATA}"), None).await;
+    assert_eq!(res.header("cache-control"), "no-cache");
+
+    // Discovery still works when the clients cannot be listed; the answer is not kept.
+    let (listener, base) = http_support::bind().await;
+    let flow = DeviceFlow::builder(MemoryStore::default())
+        .issuer(base.clone())
+        .clients(FailingListing)
+        .build();
+    serve(listener, &flow).await;
+    let res = http.get(&format!("{base}{METADATA}"), None).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("cache-control"), "no-store");
+    assert_eq!(res.json()["issuer"], base.as_str());
+    assert!(res.json().get("scopes_supported").is_none());
+}
