@@ -403,7 +403,10 @@ fn bearer(c: &mut Criterion, p: &Populated, n: usize) {
         ));
         assert!(ok.expect("replace"));
     }
-    let flow = DeviceFlow::builder(store).interval(Duration::ZERO).build();
+    let flow = DeviceFlow::builder(store)
+        .issuer("http://127.0.0.1:8080")
+        .interval(Duration::ZERO)
+        .build();
     let passthrough = service_fn(|_req: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
             b"{\"ok\":true}",
@@ -466,6 +469,7 @@ fn endpoints(c: &mut Criterion) {
         .max_pending_grants(None)
         .build();
     let flow = DeviceFlow::builder(store)
+        .issuer("http://127.0.0.1:8080")
         .interval(Duration::ZERO)
         .max_grants_per_client(Some(u64::MAX))
         .build();

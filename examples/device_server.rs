@@ -4,6 +4,10 @@
 //! cargo run --release --example device_server -- --addr 127.0.0.1:8080 [--expires-in 1800] [--interval 5]
 //! ```
 //!
+//! The issuer is `http://ADDR` unless `--issuer URL` names the URL clients reach it at (RFC 8414:
+//! `https`, or plain `http` on a loopback address only, so listening on another address needs
+//! `--issuer https://...` from the proxy in front).
+//!
 //! With `--jwt` access tokens are RFC 9068 JWTs, verifiable by `examples/resource_server.rs`
 //! against `GET /.well-known/jwks.json`. Every token's audience is `http://ADDR/api`.
 //!
@@ -59,12 +63,13 @@ mod logging;
 mod server_loop;
 
 const USAGE: &str =
-    "usage: device_server [--addr HOST:PORT] [--expires-in SECS] [--interval SECS] \
+    "usage: device_server [--addr HOST:PORT] [--issuer URL] [--expires-in SECS] [--interval SECS] \
 [--redis URL [--redis-prefix PREFIX]] [--postgres URL] [--sqlite PATH] [--jwt] [--no-limits] \
 [--header-timeout SECS] [--max-connections N]";
 
 struct Args {
     addr: SocketAddr,
+    issuer: Option<String>,
     expires_in: u64,
     interval: u64,
     redis: Option<String>,
@@ -79,6 +84,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        issuer: None,
         expires_in: 1800,
         interval: 5,
         redis: None,
@@ -106,6 +112,7 @@ fn parse_args() -> Result<Args, String> {
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}\n{USAGE}");
         match flag.as_str() {
             "--addr" => args.addr = value.parse().map_err(|e| bad(&e))?,
+            "--issuer" => args.issuer = Some(value),
             "--expires-in" => args.expires_in = value.parse().map_err(|e| bad(&e))?,
             "--interval" => args.interval = value.parse().map_err(|e| bad(&e))?,
             "--redis" => args.redis = Some(value),
@@ -269,7 +276,11 @@ async fn serve_sqlite(_path: String, _args: Args) {
 async fn serve<S: Store>(store: S, args: Args) {
     let scopes = Scope::parse("profile email").unwrap_or_default();
     let flow = DeviceFlow::builder(store)
-        .issuer(format!("http://{}", args.addr))
+        .issuer(
+            args.issuer
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", args.addr)),
+        )
         .expires_in(Duration::from_secs(args.expires_in))
         .interval(Duration::from_secs(args.interval))
         // Slow request bodies are cut off (this runtime has the Tokio timer).
@@ -295,8 +306,14 @@ async fn serve<S: Store>(store: S, args: Args) {
         }
     } else {
         flow
-    }
-    .build();
+    };
+    let flow = match flow.try_build() {
+        Ok(flow) => flow,
+        Err(e) => {
+            eprintln!("{e}\n(listening on a non-loopback address needs --issuer https://...)");
+            std::process::exit(2);
+        }
+    };
 
     // The two guarded routes and the same handler shape without the layer.
     let me = flow

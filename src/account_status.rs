@@ -23,6 +23,7 @@
 //! let disabled: Arc<RwLock<HashSet<String>>> = Arc::default();
 //! let check = disabled.clone();
 //! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
 //!     .account_status(move |subject: Subject| {
 //!         let disabled = check.clone();
 //!         async move {

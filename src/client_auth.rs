@@ -21,7 +21,7 @@ use http_body::Body;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::{decode, read_form, BodyLimits, Form};
 use crate::limits::{reserve_attempt, retry_after_until, too_many, AuthKind, Limiter};
-use crate::store::{Client, Store};
+use crate::store::{Client, ClientSource, Clients, Store};
 
 /// A client authentication method (RFC 7591 2 `token_endpoint_auth_method` names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -220,10 +220,11 @@ pub(crate) fn presented(
     Ok(p)
 }
 
-/// Authenticates the client of a form request against the store, counting a wrong secret
-/// against the failure budgets of its source.
-pub(crate) async fn authenticate<S: Store>(
+/// Authenticates the client of a form request against `clients`, counting a wrong secret
+/// against the failure budgets of its source (kept in `store`).
+pub(crate) async fn authenticate<S: Store, C: ClientSource>(
     store: &S,
+    clients: Clients<'_, C>,
     parts: &Parts,
     form: &Form,
     methods: ClientAuthMethods,
@@ -231,7 +232,7 @@ pub(crate) async fn authenticate<S: Store>(
 ) -> Result<Client, OAuthError> {
     let p = presented(&parts.headers, form, methods)?;
     if p.secret.is_none() {
-        return check(store, &p, methods).await;
+        return check(clients, &p, methods).await;
     }
     let now = limiter.now();
     let source = limiter.resolve(&parts.extensions, &parts.headers).source;
@@ -248,7 +249,7 @@ pub(crate) async fn authenticate<S: Store>(
                 ));
             }
         };
-    let result = check(store, &p, methods).await;
+    let result = check(clients, &p, methods).await;
     match &result {
         Err(e) if e.code() == ErrorCode::InvalidClient => reservation.failed(store, now).await?,
         _ => reservation.succeeded(store, now).await?,
@@ -257,12 +258,12 @@ pub(crate) async fn authenticate<S: Store>(
 }
 
 /// The check itself, once the attempt may be made.
-async fn check<S: Store>(
-    store: &S,
+async fn check<C: ClientSource>(
+    clients: Clients<'_, C>,
     p: &Presented,
     methods: ClientAuthMethods,
 ) -> Result<Client, OAuthError> {
-    let client = store
+    let client = clients
         .client(&p.client_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
@@ -284,8 +285,9 @@ async fn check<S: Store>(
 
 /// Reads a client's form request and authenticates the client: how every client-facing
 /// endpoint but the token endpoint (which checks `grant_type` first) begins.
-pub(crate) async fn authenticated_form<S, B>(
+pub(crate) async fn authenticated_form<S, C, B>(
     store: &S,
+    clients: Clients<'_, C>,
     limits: &BodyLimits,
     req: Request<B>,
     methods: ClientAuthMethods,
@@ -293,11 +295,12 @@ pub(crate) async fn authenticated_form<S, B>(
 ) -> Result<(Parts, Form, Client), OAuthError>
 where
     S: Store,
+    C: ClientSource,
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, form) = read_form(req, limits).await?;
-    let client = authenticate(store, &parts, &form, methods, limiter).await?;
+    let client = authenticate(store, clients, &parts, &form, methods, limiter).await?;
     Ok((parts, form, client))
 }
 

@@ -17,6 +17,7 @@ use crate::limits::Limiter;
 use crate::page::VerificationPage;
 use crate::scope::Scope;
 use crate::sign_in::SignIn;
+use crate::store::{ClientSource, Clients, DynClientSource};
 
 /// Where the endpoints are served by [`DeviceFlow::endpoints_layer`](crate::DeviceFlow::endpoints_layer).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +87,8 @@ pub(crate) struct Config {
     pub(crate) limiter: Limiter,
     pub(crate) realm: String,
     pub(crate) scopes_supported: Option<Scope>,
+    /// The application's own client source, asked instead of the store when set.
+    pub(crate) clients: Option<Arc<dyn DynClientSource>>,
     pub(crate) grants_per_client: Option<u64>,
     pub(crate) grants_overall: Option<u64>,
     /// The audience of tokens whose request names no resource (RFC 8707).
@@ -103,4 +106,11 @@ pub(crate) struct Shared<S> {
     pub(crate) store: Arc<S>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Config,
+}
+
+impl<S: ClientSource> Shared<S> {
+    /// Where clients are looked up: the application's source if the flow has one, else the store.
+    pub(crate) fn clients(&self) -> Clients<'_, S> {
+        Clients::new(&self.store, self.config.clients.as_deref())
+    }
 }

@@ -22,7 +22,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let flow = DeviceFlow::builder(MemoryStore::default()).build();
+//! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
+//!     .build();
 //! let app = service_fn(|_req: Request<Full<bytes::Bytes>>| async {
 //!     Ok::<_, std::convert::Infallible>(Response::new(Full::from("hello")))
 //! });
@@ -65,13 +67,13 @@ use crate::verification::Verification;
 /// [`DeviceFlow::endpoints_layer`](crate::DeviceFlow::endpoints_layer).
 pub struct EndpointsLayer<S> {
     shared: Arc<Shared<S>>,
-    // Rendered once: the document never changes.
+    // Its fixed part rendered once.
     metadata: Metadata,
 }
 
-impl<S> EndpointsLayer<S> {
+impl<S: Store> EndpointsLayer<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
-        let metadata = Metadata::new(&shared.config);
+        let metadata = Metadata::new(&shared);
         EndpointsLayer { shared, metadata }
     }
 }

@@ -32,7 +32,7 @@ use crate::page::{DefaultPage, VerificationPage};
 use crate::revocation::Revocation;
 use crate::scope::Scope;
 use crate::sign_in::SignIn;
-use crate::store::{Store, StoreResult};
+use crate::store::{ClientSource, DynClientSource, Store, StoreResult};
 use crate::token::TokenEndpoint;
 use crate::verification::Verification;
 
@@ -83,7 +83,7 @@ impl<S: Store> DeviceFlow<S> {
         DeviceFlowBuilder {
             store,
             clock: Arc::new(SystemClock),
-            issuer: "http://localhost:8080".into(),
+            issuer: None,
             verification_uri: None,
             verification_uri_complete: None,
             device_codes: Arc::new(RandomDeviceCode),
@@ -106,6 +106,7 @@ impl<S: Store> DeviceFlow<S> {
             ipv6_prefix: 64,
             realm: "api".into(),
             scopes_supported: None,
+            clients: None,
             grants_per_client: None,
             grants_overall: None,
             default_audience: None,
@@ -178,8 +179,14 @@ impl<S: Store> DeviceFlow<S> {
     /// for the application's own account pages. "Last used" is when tokens were last issued
     /// from the grant (its redemption or its latest refresh).
     pub async fn connected_devices(&self, subject: &Subject) -> StoreResult<Vec<ConnectedDevice>> {
-        connected_devices::connected_devices(&self.shared.store, subject, self.shared.clock.now())
-            .await
+        let shared = &self.shared;
+        connected_devices::connected_devices(
+            &shared.store,
+            shared.clients(),
+            subject,
+            shared.clock.now(),
+        )
+        .await
     }
 
     /// Signs one device out: revokes grant `id`, with its refresh token and its access token,
@@ -199,7 +206,7 @@ impl<S: Store> DeviceFlow<S> {
 
     /// The RFC 8414 metadata service.
     pub fn metadata(&self) -> Metadata {
-        Metadata::new(&self.shared.config)
+        Metadata::new(&self.shared)
     }
 
     /// A layer requiring a bearer token with every scope in `scopes` (space-separated),
@@ -262,7 +269,7 @@ impl<S: Store> DeviceFlow<S> {
 pub struct DeviceFlowBuilder<S> {
     store: S,
     clock: Arc<dyn Clock>,
-    issuer: String,
+    issuer: Option<String>,
     verification_uri: Option<String>,
     verification_uri_complete: Option<Arc<CompleteUriFn>>,
     device_codes: Arc<dyn DeviceCodeGenerator>,
@@ -285,6 +292,7 @@ pub struct DeviceFlowBuilder<S> {
     ipv6_prefix: u8,
     realm: String,
     scopes_supported: Option<Scope>,
+    clients: Option<Arc<dyn DynClientSource>>,
     grants_per_client: Option<u64>,
     grants_overall: Option<u64>,
     default_audience: Option<Audience>,
@@ -303,11 +311,17 @@ impl<S> fmt::Debug for DeviceFlowBuilder<S> {
 }
 
 impl<S: Store> DeviceFlowBuilder<S> {
-    /// The issuer identifier (RFC 8414), an `https` URL without query or fragment. Default
-    /// `http://localhost:8080`. The verification URI defaults to the issuer plus the
-    /// verification path.
+    /// The issuer identifier (RFC 8414 section 2): an absolute `https` URL without query or
+    /// fragment, such as `https://auth.example.com`; plain `http` only on a loopback host
+    /// (`localhost`, `127.0.0.1`, `[::1]`), for development. Trailing slashes are dropped: every
+    /// endpoint URL is the issuer followed by its path. The verification URI defaults to the
+    /// issuer plus the verification path.
+    ///
+    /// There is no default to ship by accident: [`try_build`](Self::try_build) refuses a flow
+    /// without an issuer, and [`build`](Self::build) panics without one in release builds
+    /// (debug builds fall back to [`DEV_ISSUER`] with a warning).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.issuer = issuer.into().trim_end_matches('/').to_owned();
+        self.issuer = Some(issuer.into().trim_end_matches('/').to_owned());
         self
     }
 
@@ -499,6 +513,16 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// Where clients are looked up (default: the store, which is a [`ClientSource`]): every
+    /// endpoint that authenticates a client or shows its name asks `source` instead, on every
+    /// request, so removing or changing a client there takes effect at once. For an
+    /// application that keeps its clients in its own database and the flow's grants and tokens
+    /// in one of the crate's stores. See [`ClientSource`] for an example.
+    pub fn clients(mut self, source: impl ClientSource) -> Self {
+        self.clients = Some(Arc::new(source));
+        self
+    }
+
     /// At most this many device authorizations per client within one `expires_in` window
     /// (default: no cap). Beware: a public client's id ships in every device of a product, so
     /// anyone can spend this budget and lock every device of the product out until the window
@@ -551,19 +575,72 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// The flow, or what is wrong with its configuration: no issuer (there is no default
+    /// here, in any build), an issuer or verification URI that is not an absolute `https` URL
+    /// (plain `http` only on loopback hosts) or has a fragment (or, for the issuer, a query),
+    /// an endpoint path that does not start with `/`, or two endpoints at one path.
+    pub fn try_build(self) -> Result<DeviceFlow<S>, BuildError> {
+        let issuer = self.issuer.clone().ok_or(BuildError::MissingIssuer)?;
+        if issuer.contains('?') {
+            return Err(BuildError::InvalidIssuer {
+                issuer,
+                reason: "it has a query",
+            });
+        }
+        if let Err(reason) = check_url(&issuer) {
+            return Err(BuildError::InvalidIssuer { issuer, reason });
+        }
+        if let Some(uri) = &self.verification_uri {
+            if let Err(reason) = check_url(uri) {
+                return Err(BuildError::InvalidVerificationUri {
+                    uri: uri.clone(),
+                    reason,
+                });
+            }
+        }
+        check_paths(&self.paths)?;
+        Ok(self.assemble(issuer))
+    }
+
     /// The flow.
-    pub fn build(self) -> DeviceFlow<S> {
+    ///
+    /// # Panics
+    ///
+    /// When [`try_build`](Self::try_build) would refuse it: a configuration written in code
+    /// is checked at start-up. One exception, for development: a debug build
+    /// (`debug_assertions`) without an issuer falls back to [`DEV_ISSUER`] and logs a warning
+    /// (once per process); a release build without an issuer panics.
+    pub fn build(mut self) -> DeviceFlow<S> {
+        if self.issuer.is_none() && cfg!(debug_assertions) {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    issuer = DEV_ISSUER,
+                    "DeviceFlowBuilder: no issuer set, using the development default; \
+                     a release build refuses to start without one"
+                );
+            });
+            self.issuer = Some(DEV_ISSUER.to_owned());
+        }
+        match self.try_build() {
+            Ok(flow) => flow,
+            Err(e) => panic!("DeviceFlowBuilder::build: {e}"),
+        }
+    }
+
+    /// The flow from a checked configuration.
+    fn assemble(self, issuer: String) -> DeviceFlow<S> {
         #[cfg(feature = "jwt")]
         let default_audience = self.default_audience.or_else(|| {
             self.jwt
                 .as_ref()
-                .and_then(|_| Audience::from_resources([&self.issuer]).ok())
+                .and_then(|_| Audience::from_resources([&issuer]).ok())
         });
         #[cfg(not(feature = "jwt"))]
         let default_audience = self.default_audience;
         let verification_uri = self
             .verification_uri
-            .unwrap_or_else(|| format!("{}{}", self.issuer, self.paths.verification));
+            .unwrap_or_else(|| format!("{}{}", issuer, self.paths.verification));
         let clients = ClientAddrs {
             proxies: self.proxies,
             ipv6_prefix: self.ipv6_prefix,
@@ -574,7 +651,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                 store: Arc::new(self.store),
                 clock: self.clock,
                 config: Config {
-                    issuer: self.issuer,
+                    issuer,
                     verification_uri,
                     verification_uri_complete: self.verification_uri_complete,
                     device_codes: self.device_codes,
@@ -595,6 +672,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     limiter,
                     realm: self.realm,
                     scopes_supported: self.scopes_supported,
+                    clients: self.clients,
                     grants_per_client: self.grants_per_client,
                     grants_overall: self.grants_overall,
                     default_audience,
@@ -606,4 +684,153 @@ impl<S: Store> DeviceFlowBuilder<S> {
             }),
         }
     }
+}
+
+/// The issuer a debug build falls back to when none is set: [`DeviceFlowBuilder::build`] in a
+/// release build refuses to start without one.
+pub const DEV_ISSUER: &str = "http://localhost:8080";
+
+/// What is wrong with a [`DeviceFlowBuilder`]'s configuration, from
+/// [`try_build`](DeviceFlowBuilder::try_build).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No [`issuer`](DeviceFlowBuilder::issuer) was set.
+    MissingIssuer,
+    /// The issuer is not an RFC 8414 issuer identifier.
+    InvalidIssuer {
+        /// The issuer as configured (trailing slashes dropped).
+        issuer: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The [`verification_uri`](DeviceFlowBuilder::verification_uri) cannot be shown to end
+    /// users as it is.
+    InvalidVerificationUri {
+        /// The URI as configured.
+        uri: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An endpoint path would never be served.
+    InvalidPath {
+        /// Which of the [`Paths`] (its field name).
+        endpoint: &'static str,
+        /// The path as configured.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Two endpoints are configured at one path: only one of them would be served.
+    DuplicatePath {
+        /// The path.
+        path: String,
+        /// The two endpoints (their field names in [`Paths`]).
+        endpoints: (&'static str, &'static str),
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::MissingIssuer => f.write_str(
+                "no issuer set: call .issuer(\"https://your-server.example\") with the URL \
+                 devices and clients reach this server at",
+            ),
+            BuildError::InvalidIssuer { issuer, reason } => write!(
+                f,
+                "issuer {issuer:?} is not an RFC 8414 issuer identifier: {reason}"
+            ),
+            BuildError::InvalidVerificationUri { uri, reason } => {
+                write!(f, "verification_uri {uri:?} is not usable: {reason}")
+            }
+            BuildError::InvalidPath {
+                endpoint,
+                path,
+                reason,
+            } => write!(f, "path {path:?} of the {endpoint} endpoint: {reason}"),
+            BuildError::DuplicatePath {
+                path,
+                endpoints: (a, b),
+            } => write!(f, "the {a} and {b} endpoints are both at {path:?}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Checks an absolute URL the flow publishes: `https`, or `http` on a loopback host only, with
+/// a host and no fragment.
+fn check_url(url: &str) -> Result<(), &'static str> {
+    if url.contains('#') {
+        return Err("it has a fragment");
+    }
+    let uri: http::Uri = url.parse().map_err(|_| "it is not a URL")?;
+    let scheme = uri.scheme_str().ok_or(
+        "it is not an absolute URL (give the scheme and host, as in https://auth.example.com)",
+    )?;
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or("it is not an absolute URL (no host)")?;
+    match scheme {
+        "https" => Ok(()),
+        "http" if is_loopback(host) => Ok(()),
+        "http" => {
+            Err("plain http is only for loopback hosts (localhost, 127.0.0.1, [::1]); use https")
+        }
+        _ => Err("its scheme is not https"),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Every endpoint path starts with `/` (a request path always does, so another would never
+/// match) and no two endpoints share one.
+fn check_paths(paths: &Paths) -> Result<(), BuildError> {
+    let Paths {
+        device_authorization,
+        token,
+        verification,
+        revocation,
+        introspection,
+        metadata,
+        jwks,
+        connected_devices,
+        revoke_device,
+    } = paths;
+    let all = [
+        ("device_authorization", device_authorization),
+        ("token", token),
+        ("verification", verification),
+        ("revocation", revocation),
+        ("introspection", introspection),
+        ("metadata", metadata),
+        ("jwks", jwks),
+        ("connected_devices", connected_devices),
+        ("revoke_device", revoke_device),
+    ];
+    for (i, (endpoint, path)) in all.iter().enumerate() {
+        if !path.starts_with('/') {
+            return Err(BuildError::InvalidPath {
+                endpoint,
+                path: path.to_string(),
+                reason: "it does not start with `/`, so no request would ever reach it",
+            });
+        }
+        if let Some((other, _)) = all[..i].iter().find(|(_, p)| p == path) {
+            return Err(BuildError::DuplicatePath {
+                path: path.to_string(),
+                endpoints: (other, endpoint),
+            });
+        }
+    }
+    Ok(())
 }

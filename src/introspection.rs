@@ -13,7 +13,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let flow = DeviceFlow::builder(MemoryStore::default()).build();
+//! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
+//!     .build();
 //! let req = Request::post("/oauth/introspect")
 //!     .header("content-type", "application/x-www-form-urlencoded")
 //!     .body(Full::<bytes::Bytes>::from("token=anything"))
@@ -98,6 +100,7 @@ where
     }
     let client = authenticate(
         &shared.store,
+        shared.clients(),
         &parts,
         &form,
         shared.config.token_auth,

@@ -189,7 +189,7 @@ pub use device_authorization::DeviceAuthorization;
 pub use endpoints::{Endpoints, EndpointsLayer};
 pub use error::{ErrorCode, OAuthError};
 pub use family::Grant;
-pub use flow::{AttemptLimit, DeviceFlow, DeviceFlowBuilder, Paths};
+pub use flow::{AttemptLimit, BuildError, DeviceFlow, DeviceFlowBuilder, Paths, DEV_ISSUER};
 pub use form::BodyLimits;
 pub use grant::{DeviceGrant, GrantStatus, RequestOrigin};
 pub use ids::{Audience, GrantId};

@@ -34,6 +34,7 @@ where
 {
     let (_, form, client) = authenticated_form(
         &shared.store,
+        shared.clients(),
         &shared.config.body,
         req,
         shared.config.token_auth,

@@ -107,6 +107,18 @@ impl Scope {
     pub fn contains_any(&self, any: &Scope) -> bool {
         any.is_empty() || any.iter().any(|t| self.contains(t))
     }
+
+    /// Every token of `self` and of `other`.
+    pub fn union(&self, other: &Scope) -> Scope {
+        if other.is_subset_of(self) {
+            return self.clone();
+        }
+        let mut list: Vec<&str> = self.iter().chain(other.iter()).collect();
+        list.sort_unstable();
+        list.dedup();
+        // Both sides hold valid tokens only, so the union needs no check.
+        Scope(Arc::from(list.join(" ")))
+    }
 }
 
 impl Default for Scope {
@@ -169,6 +181,15 @@ mod tests {
         let s = Scope::parse("  b a  b ").unwrap();
         assert_eq!(s.as_str(), "a b");
         assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn union_is_sorted_and_deduplicated() {
+        let a = Scope::parse("profile email").unwrap();
+        let b = Scope::parse("offline email").unwrap();
+        assert_eq!(a.union(&b).as_str(), "email offline profile");
+        assert_eq!(a.union(&Scope::empty()), a);
+        assert_eq!(Scope::empty().union(&b), b);
     }
 
     #[test]

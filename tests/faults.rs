@@ -455,6 +455,7 @@ impl App {
             inner: store.clone(),
             faults,
         })
+        .issuer("https://auth.example.com")
         .clock(clock.clone())
         .expires_in(Duration::from_secs(3600))
         .interval(Duration::from_secs(1))

@@ -58,6 +58,7 @@ async fn a_full_flow_logs_no_secret() {
         ))
         .build();
     let flow = DeviceFlow::builder(store)
+        .issuer("https://auth.example.com")
         .interval(std::time::Duration::ZERO)
         .end_user(|p: &http::request::Parts| p.extensions.get::<Subject>().cloned())
         .build();
@@ -222,6 +223,7 @@ async fn security_events_log_ids_not_tokens() {
     let disabled = Arc::new(Mutex::new(false));
     let check = disabled.clone();
     let flow = DeviceFlow::builder(store)
+        .issuer("https://auth.example.com")
         .interval(std::time::Duration::ZERO)
         .end_user(|p: &http::request::Parts| p.extensions.get::<Subject>().cloned())
         .account_status(move |_: Subject| {

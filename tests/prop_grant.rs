@@ -557,6 +557,7 @@ impl Harness {
             .build();
         let clock = ManualClock::new(t(START));
         let flow = DeviceFlow::builder(store)
+            .issuer("https://auth.example.com")
             .clock(clock.clone())
             .expires_in(Duration::from_millis(EXPIRES_MS))
             .interval(Duration::from_secs(u64::from(INTERVAL_S)))

@@ -103,7 +103,7 @@ impl Instance {
             .connect(url)
             .await
             .unwrap();
-        let mut builder = DeviceFlow::builder(store);
+        let mut builder = DeviceFlow::builder(store).issuer("https://auth.example.com");
         if let Some(clock) = clock {
             builder = builder.clock(clock);
         }

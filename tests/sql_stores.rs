@@ -62,6 +62,19 @@ macro_rules! conformance {
                 })
                 .await;
             }
+
+            // A client added to the database's `clients` table shows with those of the process.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn check_known_scopes() {
+                pg::with_store("check_known_scopes", |store| async move {
+                    let table = store.clone();
+                    test_kit::check_known_scopes(store, KIT_CLIENT, |client| async move {
+                        table.put_client(&client).await.expect("put_client");
+                    })
+                    .await;
+                })
+                .await;
+            }
         }
 
         #[cfg(feature = "sqlite")]
@@ -88,6 +101,19 @@ macro_rules! conformance {
             async fn check_client_lookup() {
                 lite::with_store("check_client_lookup", |store| async move {
                     test_kit::check_client_lookup(store, KIT_CLIENT).await;
+                })
+                .await;
+            }
+
+            // A client added to the database's `clients` table shows with those of the process.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn check_known_scopes() {
+                lite::with_store("check_known_scopes", |store| async move {
+                    let table = store.clone();
+                    test_kit::check_known_scopes(store, KIT_CLIENT, |client| async move {
+                        table.put_client(&client).await.expect("put_client");
+                    })
+                    .await;
                 })
                 .await;
             }

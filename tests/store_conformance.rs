@@ -73,6 +73,16 @@ macro_rules! conformance {
             async fn check_client_lookup() {
                 test_kit::check_client_lookup(memory(), KIT_CLIENT).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn check_known_scopes() {
+                let store = memory();
+                test_kit::check_known_scopes(store.clone(), KIT_CLIENT, |client| {
+                    store.add_client(client);
+                    std::future::ready(())
+                })
+                .await;
+            }
         }
 
         #[cfg(all(feature = "redis", feature = "test-kit"))]
@@ -98,6 +108,18 @@ macro_rules! conformance {
             async fn check_client_lookup() {
                 redis_support::with_store("check_client_lookup", |store| async move {
                     test_kit::check_client_lookup(store, KIT_CLIENT).await;
+                })
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn check_known_scopes() {
+                redis_support::with_store("check_known_scopes", |store| async move {
+                    test_kit::check_known_scopes(store.clone(), KIT_CLIENT, |client| {
+                        store.add_client(client);
+                        std::future::ready(())
+                    })
+                    .await;
                 })
                 .await;
             }

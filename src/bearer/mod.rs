@@ -42,7 +42,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let flow = DeviceFlow::builder(MemoryStore::default()).build();
+//! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
+//!     .build();
 //! let me = service_fn(|req: Request<Full<bytes::Bytes>>| async move {
 //!     let token = req.extensions().get::<TokenInfo>().cloned();
 //!     Ok::<_, std::convert::Infallible>(Response::new(Full::from(token.map_or(String::new(), |t| t.subject.to_string()))))

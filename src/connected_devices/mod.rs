@@ -49,6 +49,7 @@
 //! # async fn main() {
 //! // The application's login decides who the end user is; here, a fixed user.
 //! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
 //!     .end_user(|_: &http::request::Parts| Some(Subject::new("alice")))
 //!     .build();
 //! let req = Request::get("/account/devices").body(Full::<bytes::Bytes>::default()).unwrap();
@@ -84,7 +85,7 @@ use crate::page::{new_nonce, ContentSecurityPolicy};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::Scope;
 use crate::sign_in::{login_location, return_address, SignIn};
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{ClientSource, Clients, Store, StoreError, StoreResult};
 
 /// One device the end user approved: an active grant, as the end user sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,8 +106,9 @@ pub struct ConnectedDevice {
 }
 
 /// The active grants of `subject`, most recently used first, with their clients' names.
-pub(crate) async fn connected_devices<S: Store>(
+pub(crate) async fn connected_devices<S: Store, C: ClientSource>(
     store: &S,
+    clients: Clients<'_, C>,
     subject: &Subject,
     now: Timestamp,
 ) -> StoreResult<Vec<ConnectedDevice>> {
@@ -120,7 +122,7 @@ pub(crate) async fn connected_devices<S: Store>(
         let client_name = match names.get(&g.client_id) {
             Some(name) => name.clone(),
             None => {
-                let client = store.client(g.client_id.as_str()).await?;
+                let client = clients.client(g.client_id.as_str()).await?;
                 let name = client.and_then(|c| c.name().map(str::to_owned));
                 names.insert(g.client_id.clone(), name.clone());
                 name
@@ -338,7 +340,13 @@ impl From<StoreError> for Problem {
 async fn list<S: Store, B>(shared: &Shared<S>, req: Request<B>) -> Result<Outcome, Problem> {
     let (parts, _) = req.into_parts();
     let end_user = sign_in(shared, &parts).await?;
-    let devices = connected_devices(&shared.store, &end_user, shared.clock.now()).await?;
+    let devices = connected_devices(
+        &shared.store,
+        shared.clients(),
+        &end_user,
+        shared.clock.now(),
+    )
+    .await?;
     Ok(Outcome::Devices { end_user, devices })
 }
 
@@ -402,7 +410,7 @@ where
             return Err(Problem::bad_form("Send either grant_id or all, not both."))
         }
     };
-    let devices = connected_devices(store, &end_user, shared.clock.now()).await?;
+    let devices = connected_devices(store, shared.clients(), &end_user, shared.clock.now()).await?;
     Ok(Outcome::Revoked {
         end_user,
         revoked,

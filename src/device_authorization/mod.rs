@@ -127,6 +127,7 @@ where
     }
     let (parts, form, client) = authenticated_form(
         &shared.store,
+        shared.clients(),
         &config.body,
         req,
         config.device_authorization_auth,

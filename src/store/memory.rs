@@ -806,6 +806,10 @@ impl ClientSource for MemoryStore {
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
         Ok(self.inner.clients.get(client_id))
     }
+
+    async fn known_scopes(&self) -> StoreResult<Option<Scope>> {
+        Ok(Some(self.inner.clients.known_scopes()))
+    }
 }
 
 impl Store for MemoryStore {

@@ -15,6 +15,7 @@ mod traits;
 
 pub use crate::ids::{ClientId, Subject};
 pub use clients::{ClientRegistry, ClientSource};
+pub(crate) use clients::{Clients, DynClientSource};
 pub(crate) use lookup::{find_token, FoundToken};
 pub use memory::{MemoryStore, MemoryStoreBuilder, DEFAULT_MAX_PENDING_GRANTS};
 pub use records::{Client, Count, Insert, IssuedGrant, TokenInfo, Versioned};

@@ -18,6 +18,7 @@ use crate::codes::Digest;
 use crate::family::{Grant, Rotation};
 use crate::grant::{DeviceGrant, GrantStatus};
 use crate::ids::{GrantId, Subject};
+use crate::scope::Scope;
 
 /// Expiry times are capped at the end of year 9999: a saturated [`Timestamp`] (`u64::MAX`) is
 /// not a valid `PEXPIREAT` argument, and Lua compares times as doubles, exact below 2^53.
@@ -725,6 +726,10 @@ where
 {
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
         Ok(self.inner.clients.get(client_id))
+    }
+
+    async fn known_scopes(&self) -> StoreResult<Option<Scope>> {
+        Ok(Some(self.inner.clients.known_scopes()))
     }
 }
 

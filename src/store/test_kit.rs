@@ -10,9 +10,9 @@
 //! panics with a message naming the check.
 //!
 //! The kit registers nothing and needs no clients in the store: grants and tokens name a client
-//! id, which the store only keeps. Only [`check_client_lookup`] looks a client up, and it is
-//! given the id of one the caller registered. Codes, tokens, subjects and counter keys are
-//! random, so checks can share one store, and timestamps are taken near the real current time
+//! id, which the store only keeps. Only [`check_client_lookup`] and [`check_known_scopes`] look
+//! clients up, and they are given the id of one the caller registered. Codes, tokens, subjects
+//! and counter keys are random, so checks can share one store, and timestamps are taken near the real current time
 //! (from [`SystemClock`]) because a backend may also expire records by its own clock (as Redis
 //! TTLs do); expiry is exercised by passing later `now` values, never by sleeping.
 //!
@@ -44,6 +44,13 @@
 //!     };
 //!     test_kit::run_all(make).await;
 //!     test_kit::check_client_lookup(make(), "kit-client").await;
+//!     // For a store that lists its clients (for the metadata's `scopes_supported`).
+//!     let store = make();
+//!     test_kit::check_known_scopes(store.clone(), "kit-client", |client| {
+//!         store.add_client(client);
+//!         std::future::ready(())
+//!     })
+//!     .await;
 //! }
 //! ```
 //!
@@ -64,7 +71,7 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use super::records::{Count, Insert, IssuedGrant, TokenInfo, Versioned};
+use super::records::{Client, Count, Insert, IssuedGrant, TokenInfo, Versioned};
 use super::traits::{Store, StoreResult};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::codes::{
@@ -156,6 +163,43 @@ pub async fn check_client_lookup<S: Store>(store: S, known_client_id: &str) {
     assert!(
         ok(CHECK, store.client(&unknown).await).is_none(),
         "[{CHECK}] an unknown client id was found"
+    );
+}
+
+/// `known_scopes` lists the scopes of the registered client `known_client_id`, and a client
+/// added afterwards (through `add`, the caller's way of registering one) shows on the next
+/// call. For a store that can list its clients; one that cannot answers `None` (the
+/// provided default of [`ClientSource::known_scopes`](crate::store::ClientSource::known_scopes))
+/// and has no use for this check.
+pub async fn check_known_scopes<S, F, Fut>(store: S, known_client_id: &str, add: F)
+where
+    S: Store,
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    const CHECK: &str = "known_scopes";
+    let client = ok(CHECK, store.client(known_client_id).await)
+        .unwrap_or_else(|| fail(CHECK, "the registered client is not found"));
+    let known = ok(CHECK, store.known_scopes().await)
+        .unwrap_or_else(|| fail(CHECK, "the store cannot list the scopes of its clients"));
+    assert!(
+        client.allowed_scope().is_subset_of(&known),
+        "[{CHECK}] {:?} lacks the scope of {known_client_id}: {:?}",
+        known,
+        client.allowed_scope()
+    );
+    let token = format!("kit-scope-{}", random_hex());
+    let scope = Scope::parse(&token).unwrap_or_else(|_| fail(CHECK, "a random scope token"));
+    add(Client::public(
+        format!("kit-client-{}", random_hex()),
+        scope,
+    ))
+    .await;
+    let known = ok(CHECK, store.known_scopes().await)
+        .unwrap_or_else(|| fail(CHECK, "the store stopped listing the scopes of its clients"));
+    assert!(
+        known.contains(&token) && client.allowed_scope().is_subset_of(&known),
+        "[{CHECK}] a client added is not listed: {known:?}"
     );
 }
 

@@ -26,7 +26,9 @@
 //! let store = MemoryStore::builder()
 //!     .client(Client::public("tv-app", Scope::parse("profile").unwrap()))
 //!     .build();
-//! let flow = DeviceFlow::builder(store).build();
+//! let flow = DeviceFlow::builder(store)
+//!     .issuer("https://auth.example.com")
+//!     .build();
 //! let req = Request::post("/oauth/token")
 //!     .header("content-type", "application/x-www-form-urlencoded")
 //!     .body(Full::<bytes::Bytes>::from(
@@ -101,6 +103,7 @@ where
     }
     let client = authenticate(
         &shared.store,
+        shared.clients(),
         &parts,
         &form,
         shared.config.token_auth,

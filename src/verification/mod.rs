@@ -40,6 +40,7 @@
 //! # async fn main() {
 //! // The application's login decides who the end user is; here, a fixed user.
 //! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
 //!     .end_user(|_: &http::request::Parts| Some(Subject::new("alice")))
 //!     .build();
 //! // GET only pre-fills the form...
@@ -530,7 +531,7 @@ async fn confirm<S: Store>(
         .normalize(typed)
         .map(|c| codes.display(&c))
         .unwrap_or_default();
-    let client = shared.store.client(grant.client_id.as_str()).await?;
+    let client = shared.clients().client(grant.client_id.as_str()).await?;
     Ok(Outcome::Confirm {
         user_code,
         client_id: grant.client_id.as_str().to_owned(),

@@ -18,6 +18,7 @@ use crate::codes::Digest;
 use crate::family::{Grant, Rotation};
 use crate::grant::DeviceGrant;
 use crate::ids::{GrantId, Subject};
+use crate::scope::Scope;
 use crate::store::clients::{ClientRegistry, ClientSource};
 use crate::store::records::{Client, Count, Insert, IssuedGrant, TokenInfo, Versioned};
 use crate::store::traits::{Store, StoreError, StoreResult};
@@ -68,7 +69,9 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 ///     .connect("postgres://app@db.internal/app")
 ///     .await?;
 /// store.migrate().await?; // creates the schema `device_flow` and its tables, once
-/// let flow = DeviceFlow::builder(store).build();
+/// let flow = DeviceFlow::builder(store)
+///     .issuer("https://auth.example.com")
+///     .build();
 /// # Ok(()) }
 /// ```
 ///
@@ -438,6 +441,21 @@ impl ClientSource for PostgresStore {
             row.map(shared::client_from).transpose()
         })
         .await
+    }
+
+    async fn known_scopes(&self) -> StoreResult<Option<Scope>> {
+        // The clients of the process and those of the `clients` table together.
+        let registered = self.inner.clients.known_scopes();
+        self.op(async {
+            let rows: Vec<(String,)> = sqlx::query_as(shared::SELECT_CLIENT_SCOPES)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .try_fold(registered, |all, (s,)| Ok(all.union(&shared::scope(s)?)))
+        })
+        .await
+        .map(Some)
     }
 }
 

@@ -81,7 +81,7 @@ fn thumbprint(v: Option<Vec<u8>>) -> StoreResult<Option<Thumbprint>> {
     .transpose()
 }
 
-fn scope(s: &str) -> StoreResult<Scope> {
+pub(crate) fn scope(s: &str) -> StoreResult<Scope> {
     Scope::parse(s).map_err(|_| corrupt("scope"))
 }
 
@@ -619,6 +619,8 @@ pub(crate) const UPSERT_CLIENT: &str = "INSERT INTO clients \
      ON CONFLICT (client_id) DO UPDATE SET secret_sha256 = excluded.secret_sha256, \
      allowed_scope = excluded.allowed_scope, default_scope = excluded.default_scope, \
      name = excluded.name";
+
+pub(crate) const SELECT_CLIENT_SCOPES: &str = "SELECT DISTINCT allowed_scope FROM clients";
 
 pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1";
 

@@ -20,6 +20,7 @@ use crate::codes::Digest;
 use crate::family::{Grant, Rotation};
 use crate::grant::DeviceGrant;
 use crate::ids::{GrantId, Subject};
+use crate::scope::Scope;
 use crate::store::clients::{ClientRegistry, ClientSource};
 use crate::store::records::{Client, Count, Insert, IssuedGrant, TokenInfo, Versioned};
 use crate::store::traits::{Store, StoreResult};
@@ -41,7 +42,9 @@ const BEGIN: &str = "BEGIN IMMEDIATE";
 ///     .connect("/var/lib/myapp/device-flow.sqlite3")
 ///     .await?;
 /// store.migrate().await?; // creates the tables, once
-/// let flow = DeviceFlow::builder(store).build();
+/// let flow = DeviceFlow::builder(store)
+///     .issuer("https://auth.example.com")
+///     .build();
 /// # Ok(()) }
 /// ```
 ///
@@ -377,6 +380,21 @@ impl ClientSource for SqliteStore {
             row.map(shared::client_from).transpose()
         })
         .await
+    }
+
+    async fn known_scopes(&self) -> StoreResult<Option<Scope>> {
+        // The clients of the process and those of the `clients` table together.
+        let registered = self.inner.clients.known_scopes();
+        self.op(async {
+            let rows: Vec<(String,)> = sqlx::query_as(shared::SELECT_CLIENT_SCOPES)
+                .fetch_all(&self.inner.reader)
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .try_fold(registered, |all, (s,)| Ok(all.union(&shared::scope(s)?)))
+        })
+        .await
+        .map(Some)
     }
 }
 
