@@ -4,9 +4,10 @@
 //! cargo run --release --example device_server -- --addr 127.0.0.1:8080 [--expires-in 1800] [--interval 5]
 //! ```
 //!
-//! The issuer is `http://ADDR` unless `--issuer URL` names the URL clients reach it at (RFC 8414:
-//! `https`, or plain `http` on a loopback address only, so listening on another address needs
-//! `--issuer https://...` from the proxy in front).
+//! The issuer is `http://ADDR` unless `--issuer URL` names the URL clients reach it at. RFC 8414
+//! wants `https`; the demo contract serves plain HTTP on any `--addr`, so on an address other
+//! than loopback the demo allows it (`allow_plain_http`) and says so on stderr. In production,
+//! give the `https` URL of the proxy in front as `--issuer`.
 //!
 //! With `--jwt` access tokens are RFC 9068 JWTs, verifiable by `examples/resource_server.rs`
 //! against `GET /.well-known/jwks.json`. Every token's audience is `http://ADDR/api`.
@@ -275,12 +276,21 @@ async fn serve_sqlite(_path: String, _args: Args) {
 
 async fn serve<S: Store>(store: S, args: Args) {
     let scopes = Scope::parse("profile email").unwrap_or_default();
+    let plain_http = args.issuer.is_none() && !args.addr.ip().is_loopback();
+    if plain_http {
+        eprintln!(
+            "warning: serving plain HTTP on {}: codes and tokens cross the network unencrypted \
+             (give --issuer https://... behind a TLS proxy)",
+            args.addr
+        );
+    }
     let flow = DeviceFlow::builder(store)
         .issuer(
             args.issuer
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", args.addr)),
         )
+        .allow_plain_http(plain_http)
         .expires_in(Duration::from_secs(args.expires_in))
         .interval(Duration::from_secs(args.interval))
         // Slow request bodies are cut off (this runtime has the Tokio timer).
@@ -310,7 +320,7 @@ async fn serve<S: Store>(store: S, args: Args) {
     let flow = match flow.try_build() {
         Ok(flow) => flow,
         Err(e) => {
-            eprintln!("{e}\n(listening on a non-loopback address needs --issuer https://...)");
+            eprintln!("{e}");
             std::process::exit(2);
         }
     };

@@ -114,6 +114,7 @@ impl<S: Store> DeviceFlow<S> {
             jwt: None,
             #[cfg(feature = "dpop")]
             dpop: Some(crate::dpop::DpopConfig::default()),
+            allow_plain_http: false,
         }
     }
 
@@ -300,6 +301,7 @@ pub struct DeviceFlowBuilder<S> {
     jwt: Option<Arc<JwtKeys>>,
     #[cfg(feature = "dpop")]
     dpop: Option<crate::dpop::DpopConfig>,
+    allow_plain_http: bool,
 }
 
 impl<S> fmt::Debug for DeviceFlowBuilder<S> {
@@ -322,6 +324,16 @@ impl<S: Store> DeviceFlowBuilder<S> {
     /// (debug builds fall back to [`DEV_ISSUER`] with a warning).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Accepts a plain `http` issuer and verification URI on any host, not only on loopback.
+    ///
+    /// For a demo or a lab on a private network only: RFC 8414 requires an `https` issuer, and
+    /// over plain HTTP anyone on the path reads every code and token. Behind a proxy that
+    /// terminates TLS, give the public `https` URL as the issuer instead.
+    pub fn allow_plain_http(mut self, allow: bool) -> Self {
+        self.allow_plain_http = allow;
         self
     }
 
@@ -587,11 +599,11 @@ impl<S: Store> DeviceFlowBuilder<S> {
                 reason: "it has a query",
             });
         }
-        if let Err(reason) = check_url(&issuer) {
+        if let Err(reason) = check_url(&issuer, self.allow_plain_http) {
             return Err(BuildError::InvalidIssuer { issuer, reason });
         }
         if let Some(uri) = &self.verification_uri {
-            if let Err(reason) = check_url(uri) {
+            if let Err(reason) = check_url(uri, self.allow_plain_http) {
                 return Err(BuildError::InvalidVerificationUri {
                     uri: uri.clone(),
                     reason,
@@ -759,9 +771,9 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// Checks an absolute URL the flow publishes: `https`, or `http` on a loopback host only, with
-/// a host and no fragment.
-fn check_url(url: &str) -> Result<(), &'static str> {
+/// Checks an absolute URL the flow publishes: `https`, or `http` on a loopback host only (on
+/// any host when `plain_http` is allowed), with a host and no fragment.
+fn check_url(url: &str, plain_http: bool) -> Result<(), &'static str> {
     if url.contains('#') {
         return Err("it has a fragment");
     }
@@ -775,7 +787,7 @@ fn check_url(url: &str) -> Result<(), &'static str> {
         .ok_or("it is not an absolute URL (no host)")?;
     match scheme {
         "https" => Ok(()),
-        "http" if is_loopback(host) => Ok(()),
+        "http" if plain_http || is_loopback(host) => Ok(()),
         "http" => {
             Err("plain http is only for loopback hosts (localhost, 127.0.0.1, [::1]); use https")
         }

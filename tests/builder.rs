@@ -221,3 +221,21 @@ fn two_endpoints_cannot_share_a_path() {
 fn build_panics_with_the_reason() {
     let _ = builder().issuer("http://auth.example.com").build();
 }
+
+#[test]
+fn plain_http_elsewhere_only_when_allowed_and_still_an_absolute_url() {
+    let build = |issuer: &str, allow: bool| {
+        DeviceFlow::builder(MemoryStore::default())
+            .issuer(issuer)
+            .allow_plain_http(allow)
+            .try_build()
+            .err()
+    };
+    assert!(build("http://10.0.0.1:8080", false).is_some());
+    assert!(build("http://10.0.0.1:8080", true).is_none());
+    assert!(build("http://auth.internal", true).is_none());
+    // The escape hatch is for the scheme only: the rest of the form is still checked.
+    assert!(build("http://10.0.0.1:8080/#x", true).is_some());
+    assert!(build("ftp://10.0.0.1", true).is_some());
+    assert!(build("/relative", true).is_some());
+}
