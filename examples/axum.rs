@@ -133,8 +133,8 @@ pub fn app(flow: &DeviceFlow<MemoryStore>) -> Router {
         ));
     let browser = Router::new()
         .route_service(&paths.verification, flow.verification())
-        .route_service(&paths.connected_devices, flow.connected_devices_service())
-        .route_service(&paths.revoke_device, flow.connected_devices_service())
+        .route_service(&paths.connected_devices, flow.connected_devices())
+        .route_service(&paths.revoke_device, flow.connected_devices())
         .route("/login", get(login_page).post(login))
         .route("/logout", axum::routing::post(logout))
         .with_state(Arc::<str>::from(paths.verification.as_str()))

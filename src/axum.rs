@@ -64,8 +64,8 @@
 //! // The pages end users sign in to, behind the login: routes, so the layer applies to them.
 //! let signed_in = Router::new()
 //!     .route_service(&paths.verification, flow.verification())
-//!     .route_service(&paths.connected_devices, flow.connected_devices_service())
-//!     .route_service(&paths.revoke_device, flow.connected_devices_service())
+//!     .route_service(&paths.connected_devices, flow.connected_devices())
+//!     .route_service(&paths.revoke_device, flow.connected_devices())
 //!     .layer(middleware::from_fn_with_state(sessions, session_user));
 //! let app: Router = Router::new()
 //!     // The guarded group: `route_layer` applies to the routes added before it.

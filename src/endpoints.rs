@@ -60,7 +60,7 @@ use crate::metadata::Metadata;
 use crate::response::{ResponseBody, ResponseFuture};
 use crate::revocation::Revocation;
 use crate::store::Store;
-use crate::token::TokenEndpoint;
+use crate::token::Token;
 use crate::verification::Verification;
 
 /// Serves the flow's endpoints in front of an inner service. Obtain it from
@@ -179,7 +179,7 @@ where
         let paths = &shared.config.paths;
         let path = req.uri().path();
         let future = if path == paths.token {
-            oneshot(TokenEndpoint::new(shared.clone()), req)
+            oneshot(Token::new(shared.clone()), req)
         } else if path == paths.device_authorization {
             oneshot(DeviceAuthorization::new(shared.clone()), req)
         } else if path == paths.verification {

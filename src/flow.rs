@@ -33,7 +33,7 @@ use crate::revocation::Revocation;
 use crate::scope::Scope;
 use crate::sign_in::SignIn;
 use crate::store::{ClientSource, DynClientSource, Store, StoreResult};
-use crate::token::TokenEndpoint;
+use crate::token::Token;
 use crate::verification::Verification;
 
 /// The device flow: a store plus configuration, handing out the endpoint services and layers.
@@ -139,8 +139,8 @@ impl<S: Store> DeviceFlow<S> {
     }
 
     /// The token endpoint service (device code and refresh token grants).
-    pub fn token(&self) -> TokenEndpoint<S> {
-        TokenEndpoint::new(self.shared.clone())
+    pub fn token(&self) -> Token<S> {
+        Token::new(self.shared.clone())
     }
 
     /// The end user's verification page service.
@@ -172,14 +172,17 @@ impl<S: Store> DeviceFlow<S> {
 
     /// The connected-devices service: the signed-in end user's devices, listed and signed out
     /// (see the [connected-devices module](crate::connected_devices)).
-    pub fn connected_devices_service(&self) -> ConnectedDevices<S> {
+    pub fn connected_devices(&self) -> ConnectedDevices<S> {
         ConnectedDevices::new(self.shared.clone())
     }
 
     /// The devices `subject` approved that still hold a live grant, most recently used first:
     /// for the application's own account pages. "Last used" is when tokens were last issued
     /// from the grant (its redemption or its latest refresh).
-    pub async fn connected_devices(&self, subject: &Subject) -> StoreResult<Vec<ConnectedDevice>> {
+    pub async fn connected_devices_of(
+        &self,
+        subject: &Subject,
+    ) -> StoreResult<Vec<ConnectedDevice>> {
         let shared = &self.shared;
         connected_devices::connected_devices(
             &shared.store,

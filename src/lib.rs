@@ -12,7 +12,7 @@
 //!    signs in with the application's own login and approves or denies ([`Verification`]).
 //! 3. Meanwhile the device polls the **token endpoint** with its device code, hearing
 //!    `authorization_pending` (or `slow_down` if too eager) until it receives tokens
-//!    ([`TokenEndpoint`]); later it refreshes them (single-use refresh tokens).
+//!    ([`Token`]); later it refreshes them (single-use refresh tokens).
 //! 4. The application's routes accept the access token through [`RequireOAuthLayer`], which
 //!    checks scopes and hands the inner service the [`TokenInfo`].
 //!
@@ -139,8 +139,8 @@ pub mod axum;
 pub mod bearer;
 mod browser;
 pub mod client_addr;
-pub mod client_auth;
-pub mod clock;
+mod client_auth;
+mod clock;
 pub mod codes;
 mod config;
 pub mod connected_devices;
@@ -150,9 +150,9 @@ pub mod device_authorization;
 pub mod dpop;
 mod end_user;
 pub mod endpoints;
-pub mod error;
+mod error;
 pub mod family;
-pub mod flow;
+mod flow;
 pub mod form;
 pub mod grant;
 mod ids;
@@ -167,7 +167,7 @@ pub mod page;
 #[cfg(feature = "dpop")]
 pub mod replay;
 pub mod resource_server;
-pub mod response;
+mod response;
 pub mod revocation;
 pub mod scope;
 mod sign_in;
@@ -189,14 +189,16 @@ pub use device_authorization::DeviceAuthorization;
 pub use endpoints::{Endpoints, EndpointsLayer};
 pub use error::{ErrorCode, OAuthError};
 pub use family::Grant;
-pub use flow::{AttemptLimit, BuildError, DeviceFlow, DeviceFlowBuilder, Paths, DEV_ISSUER};
+pub use flow::{
+    AttemptLimit, BuildError, CompleteUriFn, DeviceFlow, DeviceFlowBuilder, Paths, DEV_ISSUER,
+};
 pub use form::BodyLimits;
 pub use grant::{DeviceGrant, GrantStatus, RequestOrigin};
 pub use ids::{Audience, GrantId};
 pub use introspection::Introspection;
 pub use limits::{Limits, RateLimit};
 pub use metadata::Metadata;
-pub use response::{OAuthBody, ResponseBody};
+pub use response::{OAuthBody, ResponseBody, ResponseFuture};
 pub use revocation::Revocation;
 pub use scope::Scope;
 pub use store::{
@@ -209,5 +211,5 @@ pub use store::{PostgresStore, PostgresStoreBuilder};
 pub use store::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteStore, SqliteStoreBuilder};
-pub use token::TokenEndpoint;
+pub use token::Token;
 pub use verification::{BasicLogin, EndUserResolver, Verification, VerificationPage};

@@ -592,8 +592,8 @@ async fn an_async_session_lookup_in_front_of_the_route_services() {
     let paths = flow.paths();
     let signed_in = Router::new()
         .route_service(&paths.verification, flow.verification())
-        .route_service(&paths.connected_devices, flow.connected_devices_service())
-        .route_service(&paths.revoke_device, flow.connected_devices_service())
+        .route_service(&paths.connected_devices, flow.connected_devices())
+        .route_service(&paths.revoke_device, flow.connected_devices())
         .layer(middleware::from_fn_with_state(
             sessions.clone(),
             session_user,

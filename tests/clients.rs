@@ -190,7 +190,7 @@ async fn a_custom_source_runs_the_whole_flow_on_a_store_without_clients() {
 
     let devices = app
         .flow
-        .connected_devices(&Subject::new("alice"))
+        .connected_devices_of(&Subject::new("alice"))
         .await
         .unwrap();
     assert_eq!(devices.len(), 1);

@@ -32,10 +32,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::codes::{AccessToken, DeviceCode, FamilyKey, RefreshToken};
-use tower_device_flow::error::ErrorCode;
 use tower_device_flow::family::{Grant, DEFAULT_REFRESH_GRACE};
 use tower_device_flow::grant::{DecideError, Decision, DeviceGrant, GrantStatus, PollOutcome};
 use tower_device_flow::store::{Insert, IssuedGrant};
+use tower_device_flow::ErrorCode;
 use tower_device_flow::{
     Client, ClientId, Clock, DeviceFlow, Digest, ManualClock, MemoryStore, Scope, Store, Subject,
     Timestamp, TokenInfo, Versioned,

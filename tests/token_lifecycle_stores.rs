@@ -572,7 +572,7 @@ async fn listing_and_revoking_per_subject<S: Store>(srv: &Server<S>) {
     // The same, from code.
     let from_code = srv
         .flow
-        .connected_devices(&Subject::new("alice"))
+        .connected_devices_of(&Subject::new("alice"))
         .await
         .unwrap();
     assert_eq!(from_code.len(), 2);

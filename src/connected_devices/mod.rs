@@ -31,7 +31,7 @@
 //! [`EndpointsLayer`](crate::EndpointsLayer) serves it at [`Paths::connected_devices`]
 //! (`GET`) and [`Paths::revoke_device`] (`POST`); the page's buttons post to the latter, so set
 //! the [`Paths`] to wherever the service is mounted. From code, the same is
-//! [`DeviceFlow::connected_devices`](crate::DeviceFlow::connected_devices),
+//! [`DeviceFlow::connected_devices_of`](crate::DeviceFlow::connected_devices_of),
 //! [`revoke_device`](crate::DeviceFlow::revoke_device) and
 //! [`revoke_all_devices`](crate::DeviceFlow::revoke_all_devices).
 //!
@@ -53,7 +53,7 @@
 //!     .end_user(|_: &http::request::Parts| Some(Subject::new("alice")))
 //!     .build();
 //! let req = Request::get("/account/devices").body(Full::<bytes::Bytes>::default()).unwrap();
-//! let res = flow.connected_devices_service().oneshot(req).await.unwrap();
+//! let res = flow.connected_devices().oneshot(req).await.unwrap();
 //! assert_eq!(res.status(), 200);
 //! let body = res.into_body().collect().await.unwrap().to_bytes();
 //! assert_eq!(&body[..], br#"{"devices":[]}"#); // alice has approved no device yet
@@ -186,7 +186,7 @@ pub(crate) async fn revoke_all_devices<S: Store>(
 
 endpoint_service!(
     /// The connected-devices service. Obtain it from
-    /// [`DeviceFlow::connected_devices_service`](crate::DeviceFlow::connected_devices_service).
+    /// [`DeviceFlow::connected_devices`](crate::DeviceFlow::connected_devices).
     ConnectedDevices,
     handle
 );

@@ -70,7 +70,7 @@ const MAX_SWAP_ATTEMPTS: usize = 64;
 
 endpoint_service!(
     /// The token endpoint service. Obtain it from [`DeviceFlow::token`](crate::DeviceFlow::token).
-    TokenEndpoint,
+    Token,
     handle
 );
 
