@@ -255,13 +255,35 @@ impl<Svc: fmt::Debug, V> fmt::Debug for RequireOAuth<Svc, V> {
 /// With feature `tonic`: a guarded gRPC service keeps its inner service's name, so
 /// `Server::add_service` routes to it and each service can have its own guard:
 ///
-/// ```ignore
+/// ```text
 /// Server::builder()
 ///     .add_service(flow.require_oauth("profile").layer(ProfileServer::new(profile)))
 ///     .add_service(flow.require_oauth("email").layer(EmailServer::new(email)))
 /// ```
 ///
-/// `tests/tonic.rs` runs exactly that.
+/// `tests/tonic.rs` runs exactly that. The name passes through:
+///
+/// ```
+/// use tonic::server::NamedService;
+/// use tower::Layer;
+/// use tower_device_flow::{DeviceFlow, MemoryStore};
+///
+/// #[derive(Clone)]
+/// struct ProfileServer; // what tonic-build generates for `service Profile` in `package demo`
+/// impl NamedService for ProfileServer {
+///     const NAME: &'static str = "demo.Profile";
+/// }
+///
+/// fn name_of<T: NamedService>(_: &T) -> &'static str {
+///     T::NAME
+/// }
+///
+/// let flow = DeviceFlow::builder(MemoryStore::default())
+///     .issuer("https://auth.example.com")
+///     .build();
+/// let guarded = flow.require_oauth("profile").layer(ProfileServer);
+/// assert_eq!(name_of(&guarded), "demo.Profile");
+/// ```
 #[cfg(feature = "tonic")]
 impl<Svc, V> tonic::server::NamedService for RequireOAuth<Svc, V>
 where
