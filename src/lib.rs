@@ -35,6 +35,7 @@
 //! | `redis` | | `RedisStore`, for many instances |
 //! | `postgres` | | `PostgresStore`, for many instances |
 //! | `sqlite` | | `SqliteStore`, for one instance that survives a restart |
+//! | `metrics` | yes | counters, histograms and a gauge of the flow through the `metrics` facade (module [`observe`]) |
 //! | `axum` | | [`TokenInfo`] as an axum extractor (module `axum`) |
 //! | `test-kit` | | the store conformance kit (`store::test_kit`) for your own store |
 //!
@@ -124,7 +125,8 @@
         feature = "postgres",
         feature = "sqlite",
         feature = "axum",
-        feature = "test-kit"
+        feature = "test-kit",
+        feature = "metrics"
     )),
     allow(rustdoc::broken_intra_doc_links)
 )]
@@ -161,6 +163,8 @@ pub mod jwks;
 pub mod jwt;
 pub mod limits;
 pub mod metadata;
+pub mod observe;
+mod observer;
 pub mod page;
 #[cfg(feature = "dpop")]
 pub mod replay;
@@ -194,6 +198,7 @@ pub use ids::{Audience, GrantId};
 pub use introspection::Introspection;
 pub use limits::{Limits, RateLimit};
 pub use metadata::Metadata;
+pub use observe::{AuditAction, AuditEvent, AuditSink};
 pub use response::{OAuthBody, ResponseBody};
 pub use revocation::Revocation;
 pub use scope::Scope;

@@ -11,6 +11,7 @@ mod clients;
 mod lookup;
 mod memory;
 mod records;
+mod timed;
 mod traits;
 
 pub use crate::ids::{ClientId, Subject};
@@ -18,6 +19,7 @@ pub use clients::{ClientRegistry, ClientSource};
 pub(crate) use lookup::{find_token, FoundToken};
 pub use memory::{MemoryStore, MemoryStoreBuilder, DEFAULT_MAX_PENDING_GRANTS};
 pub use records::{Client, Count, Insert, IssuedGrant, TokenInfo, Versioned};
+pub(crate) use timed::TimedStore;
 pub use traits::{Store, StoreError, StoreResult};
 
 #[cfg(feature = "redis")]
