@@ -231,23 +231,38 @@ impl Endpoint {
 /// [`STORE_ERRORS`], one per [`Store`](crate::Store) method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-#[allow(missing_docs)] // each is the Store method of the same name
 pub enum StoreOperation {
+    /// [`ClientSource::client`](crate::store::ClientSource::client).
     Client,
+    /// [`Store::insert_device_grant`](crate::store::Store::insert_device_grant).
     InsertDeviceGrant,
+    /// [`Store::device_grant`](crate::store::Store::device_grant).
     DeviceGrant,
+    /// [`Store::device_grant_by_user_code`](crate::store::Store::device_grant_by_user_code).
     DeviceGrantByUserCode,
+    /// [`Store::replace_device_grant`](crate::store::Store::replace_device_grant).
     ReplaceDeviceGrant,
+    /// [`Store::grant`](crate::store::Store::grant).
     Grant,
+    /// [`Store::replace_grant`](crate::store::Store::replace_grant).
     ReplaceGrant,
+    /// [`Store::revoke_grant`](crate::store::Store::revoke_grant).
     RevokeGrant,
+    /// [`Store::grants_of`](crate::store::Store::grants_of).
     GrantsOf,
+    /// [`Store::revoke_grants_of`](crate::store::Store::revoke_grants_of).
     RevokeGrantsOf,
+    /// [`Store::access_token`](crate::store::Store::access_token).
     AccessToken,
+    /// [`Store::revoke_access_token`](crate::store::Store::revoke_access_token).
     RevokeAccessToken,
+    /// [`Store::try_increment`](crate::store::Store::try_increment).
     TryIncrement,
+    /// [`Store::decrement`](crate::store::Store::decrement).
     Decrement,
+    /// [`Store::claim_once`](crate::store::Store::claim_once).
     ClaimOnce,
+    /// [`Store::pending_device_grants`](crate::store::Store::pending_device_grants).
     PendingDeviceGrants,
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::metric::{Endpoint, StoreOperation};
 use crate::error::ErrorCode;
 
-/// How a device-code poll was answered.
+/// How a request was answered, for the counters by outcome (polls, refreshes, bearer checks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Answer {
     /// Tokens (a poll), a rotation (a refresh), or a token let through (the bearer layer).
