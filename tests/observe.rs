@@ -6,7 +6,6 @@
 //! Each test drives the endpoints in process (`oneshot` on the endpoints layer, on the
 //! current-thread runtime that the thread-local recorder needs) with a `ManualClock`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,8 +17,7 @@ use serde_json::Value;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::observe::{metric, AuditAction, AuditEvent, Limit, RevocationReason};
 use tower_device_flow::{
-    BasicLogin, Client, ClientAddr, DeviceFlow, Limits, ManualClock, MemoryStore, Scope, Subject,
-    Timestamp,
+    BasicLogin, Client, ClientAddr, DeviceFlow, ManualClock, MemoryStore, Scope, Subject, Timestamp,
 };
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -231,6 +229,8 @@ mod metrics_recorded {
     use super::*;
     use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
     use metrics_util::MetricKind;
+    use std::collections::BTreeMap;
+    use tower_device_flow::Limits;
 
     /// What the recorder holds: each series by name and sorted labels.
     #[derive(Debug, Default)]
