@@ -27,6 +27,13 @@
 //! with its address's table entry, as production traffic does. The unlimited scenarios run
 //! with `Limits::without_per_source()`, the "unprotected route".
 //!
+//! With a metrics recorder installed (the `metrics` feature, on by default: a Prometheus
+//! recorder from `metrics-exporter-prometheus`, as the demo's `GET /metrics` uses): 1bP, 2P,
+//! 3P, 4P and 5P are scenarios 1b, 2, 3, 4 and 5 with every metric of the flow recorded. The
+//! recorder is installed once for the process behind a switch, on for those rounds only (off,
+//! it hands out the facade's no-op handles, as when no recorder is installed), so the rounds
+//! with and without metrics interleave on the same servers.
+//!
 //! Also, as diagnostics: the bare handler receiving the very request of scenario 4, bearer
 //! header included (1a); `GET /api/public` through the endpoints layer without the bearer layer
 //! (1b); scenario 4 against a store holding 1e6 tokens instead of 1e3 (4M); and, when built with
@@ -453,6 +460,8 @@ impl Template {
 
 struct Scenario {
     key: &'static str,
+    /// Whether the Prometheus recorder records during this scenario's rounds.
+    metrics: bool,
     label: String,
     addr: SocketAddr,
     /// One template per connection (connection `i` uses `templates[i % len]`).
@@ -576,6 +585,7 @@ fn process_cpu() -> Option<Duration> {
 }
 
 async fn run_round(cfg: &Config, s: &Scenario, out: &mut Outcome) {
+    recorder::switch(s.metrics);
     let record_from = Instant::now() + Duration::from_secs_f64(cfg.warmup_secs);
     let until = record_from + Duration::from_secs_f64(cfg.secs);
     let mut tasks = Vec::with_capacity(cfg.conns);
@@ -744,6 +754,7 @@ async fn redis_scenarios(cfg: &Config, url: &str) -> Result<Vec<Scenario>, Strin
     let codes = pending_device_codes(addr, cfg.conns, cfg.nodelay).await;
     Ok(vec![
         Scenario {
+            metrics: false,
             key: "r3",
             label: "(3r) `POST /oauth/token` pending, RedisStore".into(),
             addr,
@@ -751,6 +762,7 @@ async fn redis_scenarios(cfg: &Config, url: &str) -> Result<Vec<Scenario>, Strin
             expect: StatusCode::BAD_REQUEST,
         },
         Scenario {
+            metrics: false,
             key: "r4",
             label: format!(
                 "(4r) `GET /api/me` valid token, RedisStore, {} tokens",
@@ -796,6 +808,7 @@ async fn store_scenarios<S: Store>(
     };
     vec![
         Scenario {
+            metrics: false,
             key: k3,
             label: format!("({k3}) `POST /oauth/token` pending, {kind}"),
             addr,
@@ -803,6 +816,7 @@ async fn store_scenarios<S: Store>(
             expect: StatusCode::BAD_REQUEST,
         },
         Scenario {
+            metrics: false,
             key: k4,
             label: format!(
                 "({k4}) `GET /api/me` valid token, {kind}, {} tokens",
@@ -931,6 +945,7 @@ async fn run(cfg: Config) {
 
     let mut scenarios = vec![
         Scenario {
+            metrics: false,
             key: "1",
             label: "(1) bare hyper handler, small JSON".into(),
             addr: bare,
@@ -938,6 +953,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::OK,
         },
         Scenario {
+            metrics: false,
             key: "1a",
             label: "(1a) bare hyper handler, same request as (4)".into(),
             addr: bare,
@@ -945,6 +961,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::OK,
         },
         Scenario {
+            metrics: false,
             key: "1b",
             label: "(1b) `GET /api/public` through the endpoints layer".into(),
             addr: app,
@@ -952,6 +969,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::OK,
         },
         Scenario {
+            metrics: false,
             key: "2",
             label: "(2) `POST /oauth/device_authorization` (new grant)".into(),
             addr: app,
@@ -962,6 +980,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::OK,
         },
         Scenario {
+            metrics: false,
             key: "3",
             label: "(3) `POST /oauth/token` pending, interval 0".into(),
             addr: app,
@@ -969,6 +988,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::BAD_REQUEST,
         },
         Scenario {
+            metrics: false,
             key: "4",
             label: format!("(4) `GET /api/me` valid token, {} tokens", cfg.small_tokens),
             addr: app,
@@ -976,6 +996,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::OK,
         },
         Scenario {
+            metrics: false,
             key: "4big",
             label: format!("(4M) `GET /api/me` valid token, {} tokens", cfg.big_tokens),
             addr: big_app,
@@ -983,6 +1004,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::OK,
         },
         Scenario {
+            metrics: false,
             key: "2L",
             label: "(2L) as (2), limits on, spread over sources".into(),
             addr: limited_app,
@@ -997,6 +1019,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::OK,
         },
         Scenario {
+            metrics: false,
             key: "3L",
             label: "(3L) as (3), limits on, spread over sources".into(),
             addr: limited_app,
@@ -1008,6 +1031,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::BAD_REQUEST,
         },
         Scenario {
+            metrics: false,
             key: "4L",
             label: "(4L) as (4), limits on, spread over sources".into(),
             addr: limited_app,
@@ -1020,6 +1044,7 @@ async fn run(cfg: Config) {
             expect: StatusCode::OK,
         },
         Scenario {
+            metrics: false,
             key: "5",
             label: "(5) `GET /api/me` invalid token".into(),
             addr: app,
@@ -1056,6 +1081,29 @@ async fn run(cfg: Config) {
     #[cfg(not(feature = "sqlite"))]
     notes.push("SQLite scenarios skipped: built without `--features sqlite`.".to_owned());
 
+    // The same routes with every metric recorded (see the module docs).
+    let with_metrics: Vec<Scenario> = scenarios
+        .iter()
+        .filter(|s| ["1b", "2", "3", "4", "5"].contains(&s.key))
+        .map(|s| Scenario {
+            key: match s.key {
+                "1b" => "1bP",
+                "2" => "2P",
+                "3" => "3P",
+                "4" => "4P",
+                _ => "5P",
+            },
+            metrics: true,
+            label: format!(
+                "{}, Prometheus recorder on",
+                s.label.replacen(") ", "P) ", 1)
+            ),
+            addr: s.addr,
+            templates: s.templates.clone(),
+            expect: s.expect,
+        })
+        .collect();
+    scenarios.extend(with_metrics);
     if !cfg.only.is_empty() {
         scenarios.retain(|s| cfg.only.iter().any(|k| k == s.key));
     }
@@ -1136,6 +1184,18 @@ fn report(rows: &[Row], notes: &[String]) {
     target("(3L) limits on ÷ (1)", "3L", "1", 0.75);
     target("(4L) limits on ÷ (1)", "4L", "1", 0.90);
     target("(4L) limits on ÷ (4) unprotected", "4L", "4", 0.90);
+    target(
+        "(4P) metrics on ÷ (1b) unprotected route, metrics on",
+        "4P",
+        "1bP",
+        0.90,
+    );
+    target("(4P) metrics on ÷ (1)", "4P", "1", 0.90);
+    target("(4P) metrics on ÷ (4) metrics off", "4P", "4", 0.90);
+    target("(5P) metrics on ÷ (5) metrics off", "5P", "5", 0.90);
+    target("(3P) metrics on ÷ (3) metrics off", "3P", "3", 0.90);
+    target("(2P) metrics on ÷ (2) metrics off", "2P", "2", 0.90);
+    target("(1bP) metrics on ÷ (1b) metrics off", "1bP", "1b", 0.90);
     target("Redis (3) ÷ in-memory (3)", "r3", "3", 0.40);
     target(
         "Redis (4) ÷ in-memory (4) (no target; shown at 0.40)",
@@ -1153,6 +1213,86 @@ fn report(rows: &[Row], notes: &[String]) {
     }
 }
 
+/// A process-wide metrics recorder that can be switched on and off between rounds.
+mod recorder {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+    /// Prometheus while on; the facade's no-op handles while off.
+    struct Switch(PrometheusRecorder);
+
+    impl Recorder for Switch {
+        fn describe_counter(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+            self.0.describe_counter(key, unit, help)
+        }
+        fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+            self.0.describe_gauge(key, unit, help)
+        }
+        fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, help: SharedString) {
+            self.0.describe_histogram(key, unit, help)
+        }
+        fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+            if ON.load(Ordering::Relaxed) {
+                self.0.register_counter(key, metadata)
+            } else {
+                Counter::noop()
+            }
+        }
+        fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+            if ON.load(Ordering::Relaxed) {
+                self.0.register_gauge(key, metadata)
+            } else {
+                Gauge::noop()
+            }
+        }
+        fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+            if ON.load(Ordering::Relaxed) {
+                self.0.register_histogram(key, metadata)
+            } else {
+                Histogram::noop()
+            }
+        }
+    }
+
+    /// Installs the switch (off) and the exporter's upkeep; call inside the runtime.
+    pub fn install() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(Switch(recorder)).is_err() {
+            return;
+        }
+        #[cfg(feature = "metrics")]
+        tower_device_flow::observe::describe();
+        let upkeep = handle.clone();
+        let _ = HANDLE.set(handle);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
+    }
+
+    pub fn switch(on: bool) {
+        ON.store(on, Ordering::Relaxed);
+    }
+
+    /// How many lines the exporter renders now (a check that the rounds with metrics on
+    /// recorded something).
+    pub fn rendered_lines() -> usize {
+        HANDLE.get().map_or(0, |h| h.render().lines().count())
+    }
+}
+
 fn main() {
     let cfg = Config::from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1160,5 +1300,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(run(cfg));
+    rt.block_on(async {
+        recorder::install();
+        run(cfg).await;
+        eprintln!(
+            "the Prometheus exposition holds {} lines after the run",
+            recorder::rendered_lines()
+        );
+    });
 }

@@ -457,6 +457,27 @@ fn bearer(c: &mut Criterion, p: &Populated, n: usize) {
             )
         });
     }
+    // The same with a Prometheus recorder taking every metric (on this thread only).
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let recorded = metrics::set_default_local_recorder(&prometheus);
+    for (name, token, status) in [
+        ("valid, Prometheus recorder", &valid, 200),
+        ("invalid, Prometheus recorder", &invalid, 401),
+    ] {
+        let mut svc = guarded.clone();
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || request(Some(token.expose())),
+                |req| {
+                    poll_once(svc.ready()).expect("ready");
+                    let res = poll_once(svc.call(req)).expect("infallible");
+                    assert_eq!(res.status(), status);
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    drop(recorded);
     g.finish();
 }
 

@@ -39,6 +39,9 @@
 //!
 //! Logs (the crate's `tracing` events) go to stderr, filtered by `RUST_LOG` (default
 //! `warn,tower_device_flow=info`); stdout keeps only the line saying where it listens.
+//!
+//! `GET /metrics` is the Prometheus text exposition of the flow's counters, latencies and
+//! pending-grants gauge (the default `metrics` feature, through `metrics-exporter-prometheus`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,6 +53,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_device_flow::form::RECOMMENDED_BODY_TIMEOUT;
@@ -274,7 +278,32 @@ async fn serve_sqlite(_path: String, _args: Args) {
     std::process::exit(2);
 }
 
+/// Installs the Prometheus recorder for the whole process: every metric the flow records is
+/// rendered on `GET /metrics`.
+fn prometheus() -> Option<PrometheusHandle> {
+    match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => {
+            #[cfg(feature = "metrics")]
+            tower_device_flow::observe::describe();
+            // Histograms are kept in buckets that upkeep drains; run it in the background.
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(handle)
+        }
+        Err(e) => {
+            eprintln!("metrics are off: {e}");
+            None
+        }
+    }
+}
+
 async fn serve<S: Store>(store: S, args: Args) {
+    let prometheus = prometheus();
     let scopes = Scope::parse("profile email").unwrap_or_default();
     let plain_http = args.issuer.is_none() && !args.addr.ip().is_loopback();
     if plain_http {
@@ -349,8 +378,10 @@ async fn serve<S: Store>(store: S, args: Args) {
                 };
                 Ok::<_, Infallible>(json(StatusCode::OK, body))
             }));
+    let scrape = flow.clone();
     let api = service_fn(move |req: Request<Incoming>| {
         let (me, email) = (me.clone(), email.clone());
+        let (scrape, prometheus) = (scrape.clone(), prometheus.clone());
         async move {
             let res = match req.uri().path() {
                 "/api/me" => me.oneshot(req).await?.map(Either::Left),
@@ -358,6 +389,9 @@ async fn serve<S: Store>(store: S, args: Args) {
                 "/api/public" => {
                     json(StatusCode::OK, serde_json::json!({"ok": true})).map(Either::Right)
                 }
+                "/metrics" => metrics(&scrape, prometheus.as_ref())
+                    .await
+                    .map(Either::Right),
                 _ => json(
                     StatusCode::NOT_FOUND,
                     serde_json::json!({"error": "not_found"}),
@@ -379,4 +413,24 @@ async fn serve<S: Store>(store: S, args: Args) {
     };
     println!("device_server listening on http://{}", args.addr);
     server_loop::serve(listener, app, args.server).await;
+}
+
+/// `GET /metrics`: the Prometheus text exposition, with the pending-grants gauge read now.
+async fn metrics<S: Store>(
+    flow: &DeviceFlow<S>,
+    prometheus: Option<&PrometheusHandle>,
+) -> Response<Full<Bytes>> {
+    let Some(prometheus) = prometheus else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not_found"}),
+        );
+    };
+    flow.record_pending_grants().await;
+    let mut res = Response::new(Full::new(Bytes::from(prometheus.render())));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
 }

@@ -21,6 +21,7 @@ use http_body::Body;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::{decode, read_form, BodyLimits, Form};
 use crate::limits::{reserve_attempt, retry_after_until, too_many, AuthKind, Limiter};
+use crate::observe::Limit;
 use crate::store::{Client, ClientSource, Clients, Store};
 
 /// A client authentication method (RFC 7591 2 `token_endpoint_auth_method` names).
@@ -242,6 +243,14 @@ pub(crate) async fn authenticate<S: Store, C: ClientSource>(
             Ok(r) => r,
             Err(spent) => {
                 tracing::warn!(client_id = %p.client_id, "client secret failure limit reached");
+                // The presented id is the client's to choose: named only if it is registered
+                // (looked up only for an audit sink).
+                let known = match limiter.observer.is_auditing() {
+                    true => store.client(&p.client_id).await.ok().flatten(),
+                    false => None,
+                };
+                let known = known.as_ref().map(Client::id);
+                limiter.refused(Limit::ClientSecret, source, known, None);
                 return Err(too_many(
                     ErrorCode::TemporarilyUnavailable,
                     "too many failed client authentications; retry later",

@@ -14,10 +14,12 @@ use crate::ids::Audience;
 #[cfg(feature = "jwt")]
 use crate::jwt::JwtKeys;
 use crate::limits::Limiter;
+use crate::observe::record;
+use crate::observer::Observer;
 use crate::page::VerificationPage;
 use crate::scope::Scope;
 use crate::sign_in::SignIn;
-use crate::store::{ClientSource, Clients, DynClientSource};
+use crate::store::{Clients, DynClientSource, Store, TimedStore};
 
 /// Where the endpoints are served by [`DeviceFlow::endpoints_layer`](crate::DeviceFlow::endpoints_layer).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,18 +101,43 @@ pub(crate) struct Config {
     /// How DPoP proofs are checked; `None` when DPoP is off (proofs ignored, bearer tokens).
     #[cfg(feature = "dpop")]
     pub(crate) dpop: Option<crate::dpop::DpopConfig>,
+    /// Where metrics and audit events go (the limiter holds the same one).
+    pub(crate) observer: Observer,
 }
 
 pub(crate) struct Shared<S> {
-    // Shared with the bearer layers, which hold the store as their token verifier.
-    pub(crate) store: Arc<S>,
+    // Every call the services make is timed; the bearer layers hold the store itself
+    // (`store.inner()`) as their token verifier.
+    pub(crate) store: TimedStore<S>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Config,
 }
 
-impl<S: ClientSource> Shared<S> {
+impl<S: Store> Shared<S> {
     /// Where clients are looked up: the application's source if the flow has one, else the store.
-    pub(crate) fn clients(&self) -> Clients<'_, S> {
+    pub(crate) fn clients(&self) -> Clients<'_, TimedStore<S>> {
         Clients::new(&self.store, self.config.clients.as_deref())
+    }
+}
+
+impl<S: Store> Shared<S> {
+    /// Refreshes the pending-grants gauge from the store when it is due (at most once per
+    /// configured interval across all requests), after a request that changed the count.
+    pub(crate) async fn refresh_pending_gauge(&self) {
+        let now = self.clock.now();
+        if !self.config.observer.pending_due(now) {
+            return;
+        }
+        record_pending(&self.store, now).await;
+    }
+}
+
+/// Reads the number of pending grants from `store` into the gauge; a store that cannot tell,
+/// or fails to, leaves it as it was.
+pub(crate) async fn record_pending<S: Store>(store: &S, now: crate::clock::Timestamp) {
+    match store.pending_device_grants(now).await {
+        Ok(Some(n)) => record::pending_grants(n),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "could not count the pending device grants"),
     }
 }

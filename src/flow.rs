@@ -28,11 +28,13 @@ use crate::jwks::Jwks;
 use crate::jwt::JwtKeys;
 use crate::limits::{Limiter, Limits};
 use crate::metadata::Metadata;
+use crate::observe::AuditSink;
+use crate::observer::Observer;
 use crate::page::{DefaultPage, VerificationPage};
 use crate::revocation::Revocation;
 use crate::scope::Scope;
 use crate::sign_in::SignIn;
-use crate::store::{ClientSource, DynClientSource, Store, StoreResult};
+use crate::store::{ClientSource, DynClientSource, Store, StoreResult, TimedStore};
 use crate::token::Token;
 use crate::verification::Verification;
 
@@ -115,12 +117,14 @@ impl<S: Store> DeviceFlow<S> {
             #[cfg(feature = "dpop")]
             dpop: Some(crate::dpop::DpopConfig::default()),
             allow_plain_http: false,
+            audit: None,
+            pending_grants_every: Some(DEFAULT_PENDING_GRANTS_EVERY),
         }
     }
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.shared.store
+        self.shared.store.inner()
     }
 
     /// The issuer identifier.
@@ -193,19 +197,29 @@ impl<S: Store> DeviceFlow<S> {
         .await
     }
 
+    /// Reads the number of pending device grants from the store into the
+    /// [`device_flow_pending_grants`](crate::observe::metric::PENDING_GRANTS) gauge now (feature
+    /// `metrics`; a store that cannot tell leaves it unset). The endpoints refresh it on their
+    /// own at most every [`pending_grants_gauge`](DeviceFlowBuilder::pending_grants_gauge);
+    /// call this before rendering a scrape for an exact figure.
+    pub async fn record_pending_grants(&self) {
+        if cfg!(feature = "metrics") {
+            let now = self.shared.clock.now();
+            crate::config::record_pending(&self.shared.store, now).await;
+        }
+    }
+
     /// Signs one device out: revokes grant `id`, with its refresh token and its access token,
     /// if and only if it is `subject`'s. `Ok(false)`, revoking nothing, for a grant that is
     /// someone else's, already gone or unknown.
     pub async fn revoke_device(&self, subject: &Subject, id: &GrantId) -> StoreResult<bool> {
-        let now = self.shared.clock.now();
-        connected_devices::revoke_device(&self.shared.store, subject, id, now).await
+        connected_devices::revoke_device(&self.shared, subject, id, None).await
     }
 
     /// Signs every device of `subject` out (for "sign out everywhere", or when the account
     /// is disabled: make the [`AccountStatus`] refuse it first); the ids of the grants revoked.
     pub async fn revoke_all_devices(&self, subject: &Subject) -> StoreResult<Vec<GrantId>> {
-        let now = self.shared.clock.now();
-        connected_devices::revoke_all_devices(&self.shared.store, subject, now).await
+        connected_devices::revoke_all_devices(&self.shared, subject, None).await
     }
 
     /// The RFC 8414 metadata service.
@@ -236,7 +250,7 @@ impl<S: Store> DeviceFlow<S> {
     /// layer [`dpop_check`](Self::dpop_check) of that URL.
     pub fn require(&self, requirement: ScopeRequirement) -> RequireOAuthLayer<S> {
         let layer = RequireOAuthLayer::from_parts(
-            self.shared.store.clone(),
+            self.shared.store.inner().clone(),
             requirement,
             &self.shared.config.realm,
             self.shared.clock.clone(),
@@ -305,7 +319,13 @@ pub struct DeviceFlowBuilder<S> {
     #[cfg(feature = "dpop")]
     dpop: Option<crate::dpop::DpopConfig>,
     allow_plain_http: bool,
+    audit: Option<Arc<dyn AuditSink>>,
+    pending_grants_every: Option<Duration>,
 }
+
+/// How often, at most, the endpoints read the number of pending grants from the store for the
+/// `device_flow_pending_grants` gauge, by default.
+pub const DEFAULT_PENDING_GRANTS_EVERY: Duration = Duration::from_secs(15);
 
 impl<S> fmt::Debug for DeviceFlowBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -590,6 +610,25 @@ impl<S: Store> DeviceFlowBuilder<S> {
         self
     }
 
+    /// Where the flow's audit events go (default: nowhere): device authorized, approved or
+    /// denied, tokens issued, refreshed and revoked, refresh-token reuse, wrong user codes and
+    /// limits hit, as typed [`AuditEvent`](crate::observe::AuditEvent)s with the ids involved
+    /// and never a secret. The sink is called on the request path; see [`crate::observe`].
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Some(Arc::new(sink));
+        self
+    }
+
+    /// How often, at most, the endpoints read the number of pending device grants from the
+    /// store ([`Store::pending_device_grants`]) into the `device_flow_pending_grants` gauge
+    /// (feature `metrics`; default [`DEFAULT_PENDING_GRANTS_EVERY`], 15 s): after a device
+    /// authorization, a decision or a poll, once the interval has passed. `None` never reads
+    /// it (call [`DeviceFlow::record_pending_grants`] instead, for instance on each scrape).
+    pub fn pending_grants_gauge(mut self, every: Option<Duration>) -> Self {
+        self.pending_grants_every = every;
+        self
+    }
+
     /// The flow, or what is wrong with its configuration: no issuer (there is no default
     /// here, in any build), an issuer or verification URI that is not an absolute `https` URL
     /// (plain `http` only on loopback hosts) or has a fragment (or, for the issuer, a query),
@@ -660,10 +699,11 @@ impl<S: Store> DeviceFlowBuilder<S> {
             proxies: self.proxies,
             ipv6_prefix: self.ipv6_prefix,
         };
-        let limiter = Limiter::new(self.limits, clients, self.clock.clone());
+        let observer = Observer::new(self.audit, self.pending_grants_every);
+        let limiter = Limiter::new(self.limits, clients, self.clock.clone(), observer.clone());
         DeviceFlow {
             shared: Arc::new(Shared {
-                store: Arc::new(self.store),
+                store: TimedStore::new(Arc::new(self.store)),
                 clock: self.clock,
                 config: Config {
                     issuer,
@@ -695,6 +735,7 @@ impl<S: Store> DeviceFlowBuilder<S> {
                     jwt: self.jwt,
                     #[cfg(feature = "dpop")]
                     dpop: self.dpop,
+                    observer,
                 },
             }),
         }

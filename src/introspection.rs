@@ -43,7 +43,8 @@ endpoint_service!(
     /// The introspection endpoint service. Obtain it from
     /// [`DeviceFlow::introspection`](crate::DeviceFlow::introspection).
     Introspection,
-    handle
+    handle,
+    crate::observe::metric::Endpoint::Introspection
 );
 
 /// The RFC 7662 2.2 response.

@@ -35,6 +35,7 @@
 //! | `redis` | | `RedisStore`, for many instances |
 //! | `postgres` | | `PostgresStore`, for many instances |
 //! | `sqlite` | | `SqliteStore`, for one instance that survives a restart |
+//! | `metrics` | yes | counters, histograms and a gauge of the flow through the `metrics` facade (module [`observe`]) |
 //! | `axum` | | [`TokenInfo`] as an axum extractor (module `axum`) |
 //! | `tonic` | | [`RequireOAuth`] as a tonic `NamedService`, for one guard per gRPC service with `Server::add_service` |
 //! | `test-kit` | | the store conformance kit (`store::test_kit`) for your own store |
@@ -126,7 +127,8 @@
         feature = "sqlite",
         feature = "axum",
         feature = "tonic",
-        feature = "test-kit"
+        feature = "test-kit",
+        feature = "metrics"
     )),
     allow(rustdoc::broken_intra_doc_links)
 )]
@@ -163,6 +165,8 @@ pub mod jwks;
 pub mod jwt;
 pub mod limits;
 pub mod metadata;
+pub mod observe;
+mod observer;
 pub mod page;
 #[cfg(feature = "dpop")]
 pub mod replay;
@@ -198,6 +202,7 @@ pub use ids::{Audience, GrantId};
 pub use introspection::Introspection;
 pub use limits::{Limits, RateLimit};
 pub use metadata::Metadata;
+pub use observe::{AuditAction, AuditEvent, AuditSink};
 pub use response::{OAuthBody, ResponseBody, ResponseFuture};
 pub use revocation::Revocation;
 pub use scope::Scope;

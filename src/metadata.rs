@@ -111,7 +111,7 @@ impl Metadata {
             }
             None => Some(match &config.clients {
                 Some(source) => source.clone(),
-                None => shared.store.clone() as Arc<dyn DynClientSource>,
+                None => Arc::new(shared.store.clone()) as Arc<dyn DynClientSource>,
             }),
         };
         let fixed = scopes

@@ -111,9 +111,10 @@ where
 }
 
 /// Declares an endpoint service: a cheap-to-clone handle on the flow whose `call` runs
-/// `$handle(&shared, req)` and renders an `Err(OAuthError)` as the RFC error response.
+/// `$handle(&shared, req)`, renders an `Err(OAuthError)` as the RFC error response, and
+/// records the request's duration under `$endpoint`.
 macro_rules! endpoint_service {
-    ($(#[$doc:meta])* $name:ident, $handle:path) => {
+    ($(#[$doc:meta])* $name:ident, $handle:path, $endpoint:expr) => {
         $(#[$doc])*
         pub struct $name<S> {
             shared: std::sync::Arc<crate::config::Shared<S>>,
@@ -163,10 +164,13 @@ macro_rules! endpoint_service {
                 let span = tracing::info_span!("oauth", endpoint = stringify!($name));
                 crate::response::ResponseFuture::new(
                     async move {
-                        $handle(&shared, req).await.unwrap_or_else(|e| {
+                        let timer = crate::observe::record::Timer::start();
+                        let res = $handle(&shared, req).await.unwrap_or_else(|e| {
                             crate::error::log_rejection(&e);
                             e.into_response()
-                        })
+                        });
+                        timer.request($endpoint);
+                        res
                     }
                     .instrument(span),
                 )

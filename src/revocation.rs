@@ -13,6 +13,7 @@ use http_body::Body;
 use crate::client_auth::authenticated_form;
 use crate::config::Shared;
 use crate::error::{json_response, ErrorCode, OAuthError};
+use crate::observe::{record, AuditAction, RevocationReason};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::store::{find_token, FoundToken, Store};
 
@@ -20,7 +21,8 @@ endpoint_service!(
     /// The revocation endpoint service. Obtain it from
     /// [`DeviceFlow::revocation`](crate::DeviceFlow::revocation).
     Revocation,
-    handle
+    handle,
+    crate::observe::metric::Endpoint::Revocation
 );
 
 async fn handle<S, B>(
@@ -32,7 +34,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (_, form, client) = authenticated_form(
+    let (parts, form, client) = authenticated_form(
         &shared.store,
         shared.clients(),
         &shared.config.body,
@@ -57,20 +59,39 @@ where
             "the token was issued to another client",
         ));
     }
-    let kind = match &found {
+    let (revoked, reason, subject, grant_id) = match found {
         // A refresh token stands for the whole grant: revoking it ends the grant, and with it
         // the grant's access token (RFC 7009 2.1 allows, and a device signing out means it).
         Some(FoundToken::Refresh(grant)) => {
-            store.revoke_grant(&grant.id, now).await?;
-            "refresh_token"
+            let revoked = store.revoke_grant(&grant.id, now).await?.is_some();
+            let reason = RevocationReason::RefreshToken;
+            (revoked, reason, grant.subject, Some(grant.id))
         }
         // An access token ends alone; its grant and refresh token live on.
-        Some(FoundToken::Access(digest, _)) => {
-            store.revoke_access_token(digest, now).await?;
-            "access_token"
+        Some(FoundToken::Access(digest, info)) => {
+            let revoked = store.revoke_access_token(&digest, now).await?;
+            (
+                revoked,
+                RevocationReason::AccessToken,
+                info.subject,
+                info.grant_id,
+            )
         }
         None => return Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"))),
     };
+    let kind = reason.as_str();
     tracing::info!(client_id = client.id().as_str(), kind, "token revoked");
+    // Only what this request revoked: a racing revocation of the same token reports its own.
+    if revoked {
+        record::revoked(reason, 1);
+        let config = &shared.config;
+        let source = config.limiter.resolve(&parts.extensions, &parts.headers).ip;
+        config.observer.audit(now, source, || AuditAction::Revoked {
+            client_id: client.id().clone(),
+            subject,
+            grant_id,
+            reason,
+        });
+    }
     Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
 }

@@ -985,3 +985,49 @@ async fn a_failed_lookup_does_not_count_as_a_wrong_code() {
         "store failures were counted as wrong codes"
     );
 }
+
+/// A failed store call is counted under its operation (and timed), and the failed lookup is
+/// no wrong code in the metrics either.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread")]
+async fn store_failures_are_counted_by_operation() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tower_device_flow::observe::metric;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let faults = Faults::new(0, NO_FAULTS, DelayMode::Yield);
+    let app = App::build(faults.clone(), false);
+    let (_, user_code) = app.authorize(Who::Public, 1).await.expect("authorizes");
+    faults.then("device_grant_by_user_code", Scripted::Fail);
+    assert!(!app.approve(&user_code, 1).await, "the lookup failed");
+    let mut errors = BTreeMap::new();
+    let mut timed = 0;
+    let mut wrong_codes = 0;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let operation = key
+            .labels()
+            .find(|l| l.key() == "operation")
+            .map(|l| l.value().to_owned());
+        match (key.name(), value) {
+            (metric::STORE_ERRORS, DebugValue::Counter(n)) => {
+                errors.insert(operation.unwrap_or_default(), n);
+            }
+            (metric::STORE_CALL_DURATION, DebugValue::Histogram(v))
+                if operation.as_deref() == Some("device_grant_by_user_code") =>
+            {
+                timed += v.len();
+            }
+            (metric::WRONG_USER_CODES, DebugValue::Counter(n)) => wrong_codes += n,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        errors,
+        BTreeMap::from([("device_grant_by_user_code".to_owned(), 1)])
+    );
+    assert_eq!(timed, 1);
+    assert_eq!(wrong_codes, 0);
+}

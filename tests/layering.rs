@@ -17,6 +17,8 @@ const FLOORS: &[(&str, &[&str])] = &[
         "protocol rules",
         &[
             "clock", "codes", "ids", "scope", "error", "grant", "family", "dpop",
+            // Metric names, audit event types and the emission helpers: ids and codes only.
+            "observe",
         ],
     ),
     ("store", &["store"]),
@@ -38,6 +40,8 @@ const FLOORS: &[(&str, &[&str])] = &[
             "audience",
             "jwt",
             "replay",
+            // The audit sink and the gauge's schedule, shared by the config and the limiter.
+            "observer",
         ],
     ),
     (

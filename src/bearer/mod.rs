@@ -82,7 +82,8 @@ pub use verifier::{TokenVerifier, VerifyError};
 pub use dpop::{DpopCheck, InvalidBaseUrl};
 
 use crate::clock::{Clock, SystemClock};
-use crate::response::ResponseBody;
+use crate::observe::record::{self, Answer};
+use crate::response::{OAuthBody, ResponseBody};
 use guard::{Guard, Refusal};
 
 /// Applies [`RequireOAuth`] to a service. Obtain it from
@@ -368,9 +369,13 @@ where
         let guard = &self.guard;
         let (with_dpop, token) = match access_token(req.headers(), guard.dpop.is_some()) {
             Ok((with_dpop, token)) => (with_dpop, token.to_owned()),
-            Err(NoToken::Missing) => return ResponseFuture::refuse(guard.missing.response(grpc)),
+            Err(NoToken::Missing) => {
+                record::bearer(Answer::Missing);
+                return ResponseFuture::refuse(guard.missing.response(grpc));
+            }
             Err(NoToken::Malformed) => {
-                return ResponseFuture::refuse(guard.malformed.response(grpc))
+                record::bearer(Answer::Error(guard.malformed.code));
+                return ResponseFuture::refuse(guard.malformed.response(grpc));
             }
         };
         let now = self.clock.now();
@@ -384,64 +389,93 @@ where
                     Ok(proof) => Some(proof),
                     Err(e) => {
                         tracing::debug!(error = e.code().as_str(), reason = %e, "DPoP proof refused");
-                        return ResponseFuture::refuse(guard.proof_refusal(e, now).response(grpc));
+                        let refusal = guard.proof_refusal(e, now);
+                        record::bearer(Answer::Error(refusal.code));
+                        return ResponseFuture::refuse(refusal.response(grpc));
                     }
                 }
             }
             _ => None,
         };
         #[cfg(not(feature = "dpop"))]
-        let _ = with_dpop;
+        let (_, proof) = (with_dpop, None);
         let verifier = self.verifier.clone();
         let guard = self.guard.clone();
         let lookup = Box::pin(async move {
-            let found = match verifier.verify(&token, now).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::error!(error = %e, "bearer token verification failed");
-                    return Err(Refusal::unavailable(&e).response(grpc));
-                }
-            };
-            #[cfg(feature = "dpop")]
-            let jkt = proof.as_ref().map(|p| p.jkt());
-            #[cfg(not(feature = "dpop"))]
-            let jkt = None;
-            let token = guard.check(found, now, jkt).map_err(|r| {
-                tracing::debug!(error = r.code.as_str(), "bearer token refused");
-                r.response(grpc)
-            })?;
-            // Last, once everything else holds: the proof is spent (RFC 9449 11.1).
-            #[cfg(feature = "dpop")]
-            if let (Some(proof), Some(d)) = (&proof, &guard.dpop) {
-                match d
-                    .check
-                    .replay()
-                    .claim_once(proof.replay_key(), proof.replay_until(), now)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(
-                            security_event = "dpop_proof_replay",
-                            client_id = token.client_id.as_str(),
-                            "a DPoP proof was presented again"
-                        );
-                        let e = crate::dpop::ProofError::Replayed;
-                        return Err(guard.proof_refusal(e, now).response(grpc));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "DPoP replay check failed");
-                        return Err(Refusal::unavailable(&e.into()).response(grpc));
-                    }
-                }
+            let verdict = check(&*verifier, &guard, &token, now, proof, grpc).await;
+            if verdict.is_ok() {
+                record::bearer(Answer::Ok);
             }
-            Ok(token)
+            verdict
         });
         // The clone is not the service that was polled ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::lookup(lookup, inner, req)
     }
+}
+
+/// A DPoP proof that passed every check but the replay claim.
+#[cfg(feature = "dpop")]
+type Proof = crate::dpop::DpopProof;
+#[cfg(not(feature = "dpop"))]
+type Proof = std::convert::Infallible;
+
+/// The checks after parsing: the token's lookup, its verdict and, for DPoP, the proof's claim.
+async fn check<V: TokenVerifier>(
+    verifier: &V,
+    guard: &Guard,
+    token: &str,
+    now: crate::clock::Timestamp,
+    proof: Option<Proof>,
+    grpc: bool,
+) -> Result<crate::store::TokenInfo, Response<OAuthBody>> {
+    // Every refusal is counted by its code.
+    let refuse = |r: &Refusal| {
+        record::bearer(Answer::Error(r.code));
+        r.response(grpc)
+    };
+    let found = match verifier.verify(token, now).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "bearer token verification failed");
+            return Err(refuse(&Refusal::unavailable(&e)));
+        }
+    };
+    #[cfg(feature = "dpop")]
+    let jkt = proof.as_ref().map(|p| p.jkt());
+    #[cfg(not(feature = "dpop"))]
+    let jkt = proof.map(|never| match never {});
+    let token = guard.check(found, now, jkt).map_err(|r| {
+        tracing::debug!(error = r.code.as_str(), "bearer token refused");
+        refuse(r)
+    })?;
+    // Last, once everything else holds: the proof is spent (RFC 9449 11.1).
+    #[cfg(feature = "dpop")]
+    if let (Some(proof), Some(d)) = (&proof, &guard.dpop) {
+        match d
+            .check
+            .replay()
+            .claim_once(proof.replay_key(), proof.replay_until(), now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    security_event = "dpop_proof_replay",
+                    client_id = token.client_id.as_str(),
+                    "a DPoP proof was presented again"
+                );
+                let e = crate::dpop::ProofError::Replayed;
+                return Err(refuse(&guard.proof_refusal(e, now)));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "DPoP replay check failed");
+                return Err(refuse(&Refusal::unavailable(&e.into())));
+            }
+        }
+    }
+    Ok(token)
 }
 
 #[cfg(test)]

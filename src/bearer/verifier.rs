@@ -11,6 +11,8 @@ use std::future::Future;
 
 use crate::clock::Timestamp;
 use crate::codes::Digest;
+use crate::observe::metric::StoreOperation;
+use crate::observe::record::timed;
 use crate::store::{Store, StoreError, TokenInfo};
 
 /// Why a verifier could not decide (not: why a token is bad; a bad token is `Ok(None)`).
@@ -87,6 +89,7 @@ impl<S: Store> TokenVerifier for S {
         now: Timestamp,
     ) -> impl Future<Output = Result<Option<TokenInfo>, VerifyError>> + Send {
         let digest = Digest::of(token.as_bytes());
-        async move { Ok(self.access_token(&digest, now).await?) }
+        // Timed here: the bearer layers hold the store itself, not the services' timed one.
+        async move { Ok(timed(StoreOperation::AccessToken, self.access_token(&digest, now)).await?) }
     }
 }

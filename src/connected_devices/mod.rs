@@ -78,9 +78,11 @@ use crate::clock::Timestamp;
 use crate::config::Shared;
 use crate::cross_site::{self, Origin};
 use crate::error::OAuthError;
+use crate::family::Grant;
 use crate::form::{check_form_post, read_body, Form};
 use crate::ids::{ClientId, GrantId, Subject};
 use crate::limits::{reserve_attempt, retry_after_until, AuthKind};
+use crate::observe::{record, AuditAction, Limit, RevocationReason};
 use crate::page::{new_nonce, ContentSecurityPolicy};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::Scope;
@@ -147,11 +149,12 @@ pub(crate) async fn connected_devices<S: Store, C: ClientSource>(
 /// from 128 fresh random bits), so what was read still holds when the revocation lands. A
 /// grant revoked by someone else in between is answered false, as an unknown one.
 pub(crate) async fn revoke_device<S: Store>(
-    store: &S,
+    shared: &Shared<S>,
     subject: &Subject,
     id: &GrantId,
-    now: Timestamp,
+    source: Option<IpAddr>,
 ) -> StoreResult<bool> {
+    let (store, now) = (&shared.store, shared.clock.now());
     match store.grant(id, now).await? {
         Some(g) if &g.record.subject == subject => {
             let revoked = store.revoke_grant(id, now).await?;
@@ -163,7 +166,9 @@ pub(crate) async fn revoke_device<S: Store>(
                     "device signed out by its end user: the grant is revoked"
                 );
             }
-            Ok(revoked.is_some())
+            let found = revoked.is_some();
+            signed_out(shared, revoked, now, source);
+            Ok(found)
         }
         _ => Ok(false),
     }
@@ -171,24 +176,50 @@ pub(crate) async fn revoke_device<S: Store>(
 
 /// Revokes every grant of `subject`; the ids of those it revoked.
 pub(crate) async fn revoke_all_devices<S: Store>(
-    store: &S,
+    shared: &Shared<S>,
     subject: &Subject,
-    now: Timestamp,
+    source: Option<IpAddr>,
 ) -> StoreResult<Vec<GrantId>> {
-    let revoked = store.revoke_grants_of(subject, now).await?;
+    let now = shared.clock.now();
+    let revoked = shared.store.revoke_grants_of(subject, now).await?;
     tracing::info!(
         subject = subject.as_str(),
         grants = revoked.len(),
         "every device of the end user signed out"
     );
-    Ok(revoked.into_iter().map(|g| g.id).collect())
+    let ids = revoked.iter().map(|g| g.id).collect();
+    signed_out(shared, revoked, now, source);
+    Ok(ids)
+}
+
+/// Reports grants the end user signed out.
+fn signed_out<S>(
+    shared: &Shared<S>,
+    revoked: impl IntoIterator<Item = Grant>,
+    now: Timestamp,
+    source: Option<IpAddr>,
+) {
+    let reason = RevocationReason::EndUser;
+    for g in revoked {
+        record::revoked(reason, 1);
+        shared
+            .config
+            .observer
+            .audit(now, source, || AuditAction::Revoked {
+                client_id: g.client_id,
+                subject: g.subject,
+                grant_id: Some(g.id),
+                reason,
+            });
+    }
 }
 
 endpoint_service!(
     /// The connected-devices service. Obtain it from
     /// [`DeviceFlow::connected_devices`](crate::DeviceFlow::connected_devices).
     ConnectedDevices,
-    handle
+    handle,
+    crate::observe::metric::Endpoint::ConnectedDevices
 );
 
 /// What a request asked for.
@@ -389,12 +420,12 @@ where
             .map_err(|_| Problem::bad_form("A form field was repeated."))
     };
     let store = &shared.store;
-    let now = shared.clock.now();
+    let source = config.limiter.resolve(&parts.extensions, &parts.headers).ip;
     let revoked = match (field("grant_id")?, field("all")?) {
         (Some(id), None) => {
             let id = GrantId::parse(id)
                 .ok_or_else(|| Problem::bad_form("The grant_id is not a grant id."))?;
-            if !revoke_device(store, &end_user, &id, now).await? {
+            if !revoke_device(shared, &end_user, &id, source).await? {
                 return Err(Problem::new(
                     StatusCode::NOT_FOUND,
                     "invalid_grant",
@@ -403,7 +434,7 @@ where
             }
             vec![id]
         }
-        (None, Some("true")) => revoke_all_devices(store, &end_user, now).await?,
+        (None, Some("true")) => revoke_all_devices(shared, &end_user, source).await?,
         (None, Some(_)) => return Err(Problem::bad_form("The field all must be true.")),
         (None, None) => return Err(Problem::bad_form("Name the device to sign out (grant_id).")),
         (Some(_), Some(_)) => {
@@ -445,6 +476,7 @@ async fn sign_in<S: Store>(shared: &Shared<S>, parts: &Parts) -> Result<Subject,
             Ok(r) => r,
             Err(spent) => {
                 tracing::warn!("end-user sign-in failure limit reached");
+                limiter.refused(Limit::EndUserSignIn, source, None, None);
                 return Err(Problem {
                     retry_after: Some(retry_after_until(spent.until, now)),
                     ..Problem::new(

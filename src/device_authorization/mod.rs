@@ -31,6 +31,8 @@
 //! # }
 //! ```
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -42,7 +44,9 @@ use crate::clock::Timestamp;
 use crate::config::Shared;
 use crate::error::{json_response, ErrorCode, OAuthError};
 use crate::grant::{DeviceGrant, RequestOrigin};
+use crate::ids::ClientId;
 use crate::limits::{retry_after_secs, retry_after_until, too_many, Route};
+use crate::observe::{record, AuditAction, Limit};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::parse_requested;
 use crate::store::{Insert, Store};
@@ -54,7 +58,8 @@ endpoint_service!(
     /// The device authorization endpoint service. Obtain it from
     /// [`DeviceFlow::device_authorization`](crate::DeviceFlow::device_authorization).
     DeviceAuthorization,
-    handle
+    handle,
+    crate::observe::metric::Endpoint::DeviceAuthorization
 );
 
 /// The RFC 8628 3.2 response.
@@ -72,7 +77,8 @@ struct DeviceAuthorizationResponse<'a> {
 /// either with the truth about when the window ends.
 async fn admit<S: Store>(
     shared: &Shared<S>,
-    client_id: &str,
+    client_id: &ClientId,
+    source: Option<IpAddr>,
     now: Timestamp,
 ) -> Result<(), OAuthError> {
     let config = &shared.config;
@@ -82,18 +88,25 @@ async fn admit<S: Store>(
             config.grants_per_client,
             format!("grants:{client_id}"),
             "for this client",
+            Limit::GrantsPerClient,
         ),
         (
             config.grants_overall,
             "grants:*".to_owned(),
             "on this server",
+            Limit::GrantsOverall,
         ),
     ];
-    for (max, key, what) in caps {
+    for (max, key, what, limit) in caps {
         let Some(max) = max else { continue };
         let count = shared.store.try_increment(&key, max, window, now).await?;
         if !count.counted {
-            tracing::warn!(client_id, cap = what, "device authorization cap reached");
+            tracing::warn!(
+                client_id = client_id.as_str(),
+                cap = what,
+                "device authorization cap reached"
+            );
+            config.limiter.refused(limit, source, Some(client_id), None);
             return Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
                 format!("too many device authorizations {what}; retry later"),
@@ -172,7 +185,7 @@ where
     )?;
 
     let now = shared.clock.now();
-    admit(shared, client.id().as_str(), now).await?;
+    admit(shared, client.id(), from.ip, now).await?;
     let device_code = config.device_codes.generate();
     let mut user_code = None;
     for _ in 0..USER_CODE_ATTEMPTS {
@@ -202,6 +215,7 @@ where
                     client_id = client.id().as_str(),
                     "the store holds as many pending device grants as it may"
                 );
+                limiter.refused(Limit::PendingGrants, from.ip, Some(client.id()), None);
                 return Err(OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
                     "too many pending device authorizations; retry later",
@@ -223,6 +237,14 @@ where
         expires_in = config.expires_in.as_secs(),
         "device grant created"
     );
+    record::grant_created();
+    config
+        .observer
+        .audit(now, from.ip, || AuditAction::DeviceAuthorized {
+            client_id: client.id().clone(),
+            scope: scope.clone(),
+        });
+    shared.refresh_pending_gauge().await;
     let shown = config.user_codes.display(&user_code);
     let complete = match &config.verification_uri_complete {
         Some(f) => f(&config.verification_uri, &shown),

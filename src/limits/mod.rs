@@ -37,6 +37,8 @@ pub(crate) use budget::{reserve_attempt, reserve_guess, AuthKind};
 use crate::client_addr::{ClientAddrs, Resolved};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{ErrorCode, OAuthError};
+use crate::observe::Limit;
+use crate::observer::Observer;
 use rate::{FlowClock, SourceRate};
 
 /// Which per-source rate limit a request counts against.
@@ -52,13 +54,20 @@ pub(crate) struct Limiter {
     pub(crate) limits: Limits,
     clients: ClientAddrs,
     clock: Arc<dyn Clock>,
+    /// Where refusals are reported (the flow's observer).
+    pub(crate) observer: Observer,
     device_authorization: Option<SourceRate>,
     token: Option<SourceRate>,
     verification: Option<SourceRate>,
 }
 
 impl Limiter {
-    pub(crate) fn new(limits: Limits, clients: ClientAddrs, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(
+        limits: Limits,
+        clients: ClientAddrs,
+        clock: Arc<dyn Clock>,
+        observer: Observer,
+    ) -> Self {
         let rate = |l: Option<RateLimit>| {
             l.and_then(|l| SourceRate::new(l, FlowClock(clock.clone()), limits.max_tracked_sources))
         };
@@ -69,6 +78,7 @@ impl Limiter {
             limits,
             clients,
             clock,
+            observer,
         }
     }
 
@@ -92,19 +102,35 @@ impl Limiter {
         resolved
     }
 
-    /// Counts a request against its route's per-source rate limit.
+    /// Counts a request against its route's per-source rate limit (a refusal is reported).
     pub(crate) fn check_rate(&self, route: Route, source: Option<IpAddr>) -> Result<(), Duration> {
-        let limiter = match route {
-            Route::DeviceAuthorization => &self.device_authorization,
-            Route::Token => &self.token,
-            Route::Verification => &self.verification,
+        let (limiter, limit) = match route {
+            Route::DeviceAuthorization => {
+                (&self.device_authorization, Limit::DeviceAuthorizationRate)
+            }
+            Route::Token => (&self.token, Limit::TokenRate),
+            Route::Verification => (&self.verification, Limit::VerificationRate),
         };
         match (limiter, source) {
-            (Some(l), Some(source)) => l
-                .check(source)
-                .inspect_err(|_| tracing::info!(?route, %source, "per-source rate limit reached")),
+            (Some(l), Some(ip)) => l.check(ip).inspect_err(|_| {
+                tracing::info!(?route, source = %ip, "per-source rate limit reached");
+                self.observer
+                    .limit_hit(limit, self.clock.now(), source, None, None);
+            }),
             _ => Ok(()),
         }
+    }
+
+    /// Reports a refusal by a budget kept in the store (they are checked outside the limiter).
+    pub(crate) fn refused(
+        &self,
+        limit: Limit,
+        source: Option<IpAddr>,
+        client_id: Option<&crate::ids::ClientId>,
+        subject: Option<&crate::ids::Subject>,
+    ) {
+        self.observer
+            .limit_hit(limit, self.clock.now(), source, client_id, subject);
     }
 }
 

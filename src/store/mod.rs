@@ -11,6 +11,7 @@ mod clients;
 mod lookup;
 mod memory;
 mod records;
+mod timed;
 mod traits;
 
 pub use crate::ids::{ClientId, Subject};
@@ -19,6 +20,7 @@ pub(crate) use clients::{Clients, DynClientSource};
 pub(crate) use lookup::{find_token, FoundToken};
 pub use memory::{MemoryStore, MemoryStoreBuilder, DEFAULT_MAX_PENDING_GRANTS};
 pub use records::{Client, Count, Insert, IssuedGrant, TokenInfo, Versioned};
+pub(crate) use timed::TimedStore;
 pub use traits::{Store, StoreError, StoreResult};
 
 #[cfg(feature = "redis")]

@@ -40,6 +40,8 @@
 //! # }
 //! ```
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -58,6 +60,8 @@ use crate::form::{read_form, Form};
 use crate::grant::PollOutcome;
 use crate::ids::{GrantId, Subject};
 use crate::limits::{retry_after_secs, too_many, Route};
+use crate::observe::record::{self, Answer};
+use crate::observe::{AuditAction, RevocationReason};
 use crate::response::{endpoint_service, OAuthBody};
 use crate::scope::parse_requested;
 use crate::store::{Client, IssuedGrant, Store, TokenInfo};
@@ -71,7 +75,8 @@ const MAX_SWAP_ATTEMPTS: usize = 64;
 endpoint_service!(
     /// The token endpoint service. Obtain it from [`DeviceFlow::token`](crate::DeviceFlow::token).
     Token,
-    handle
+    handle,
+    crate::observe::metric::Endpoint::Token
 );
 
 async fn handle<S, B>(
@@ -85,8 +90,8 @@ where
 {
     // A flood from one source is refused before its body is read.
     let limiter = &shared.config.limiter;
-    let source = limiter.resolve(req.extensions(), req.headers()).source;
-    if let Err(wait) = limiter.check_rate(Route::Token, source) {
+    let from = limiter.resolve(req.extensions(), req.headers());
+    if let Err(wait) = limiter.check_rate(Route::Token, from.source) {
         return Err(too_many(
             ErrorCode::SlowDown,
             "too many token requests from this address; retry later",
@@ -101,22 +106,35 @@ where
             "supported grant types: urn:ietf:params:oauth:grant-type:device_code, refresh_token",
         ));
     }
-    let client = authenticate(
-        &shared.store,
-        shared.clients(),
-        &parts,
-        &form,
-        shared.config.token_auth,
-        limiter,
-    )
-    .await?;
-    let pop = dpop::check(shared, &parts.method, &parts.headers, &client).await?;
-    let answer = if grant_type == DEVICE_CODE_GRANT_TYPE {
-        device_code_grant(shared, &client, &form, pop.jkt).await
-    } else {
-        refresh_token_grant(shared, &client, &form, pop.jkt).await
-    };
-    pop.answer(answer)
+    let poll = grant_type == DEVICE_CODE_GRANT_TYPE;
+    let answer = async {
+        let client = authenticate(
+            &shared.store,
+            shared.clients(),
+            &parts,
+            &form,
+            shared.config.token_auth,
+            limiter,
+        )
+        .await?;
+        let pop = dpop::check(shared, &parts.method, &parts.headers, &client).await?;
+        let answer = if poll {
+            device_code_grant(shared, &client, &form, pop.jkt, from.ip).await
+        } else {
+            refresh_token_grant(shared, &client, &form, pop.jkt, from.ip).await
+        };
+        pop.answer(answer)
+    }
+    .await;
+    // Every answer counts, refusals of the client or its proof included; a refresh's
+    // success is counted where it is known to be a rotation or a retry.
+    if poll {
+        record::poll(Answer::of(&answer, OAuthError::code));
+        shared.refresh_pending_gauge().await;
+    } else if let Err(e) = &answer {
+        record::refresh(Answer::Error(e.code()));
+    }
+    answer
 }
 
 async fn device_code_grant<S: Store>(
@@ -124,6 +142,7 @@ async fn device_code_grant<S: Store>(
     client: &Client,
     form: &Form,
     jkt: Option<Thumbprint>,
+    source: Option<IpAddr>,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let key = Digest::of(form.require("device_code")?.as_bytes());
     // The application is asked about the end user once per request, however often it loops.
@@ -164,7 +183,7 @@ async fn device_code_grant<S: Store>(
                         store
                             .replace_device_grant(&key, current.version, next, None, now)
                             .await?;
-                        return Err(refuse_subject(shared, &subject, client, None).await);
+                        return Err(refuse_subject(shared, &subject, client, None, source).await);
                     }
                 }
                 let family = FamilyKey::generate();
@@ -211,6 +230,13 @@ async fn device_code_grant<S: Store>(
             .as_ref()
             .filter(|_| shared.config.account_status.is_some())
             .map(|i| (i.grant.subject.clone(), i.grant.id));
+        // For the audit trail, once the swap is won.
+        let event = issue.as_ref().map(|i| AuditAction::TokensIssued {
+            client_id: i.grant.client_id.clone(),
+            subject: i.grant.subject.clone(),
+            grant_id: i.grant.id,
+            scope: i.grant.scope.clone(),
+        });
         let swapped = shared
             .store
             .replace_device_grant(&key, current.version, next, issue, now)
@@ -226,14 +252,17 @@ async fn device_code_grant<S: Store>(
                 // Asked again now that the grant is stored: an account disabled (and its
                 // grants revoked) since the first answer must not keep this one.
                 if let Ok(false) = account_active(shared, &subject).await {
-                    return Err(refuse_subject(shared, &subject, client, Some(&id)).await);
+                    let refused = refuse_subject(shared, &subject, client, Some(&id), source);
+                    return Err(refused.await);
                 }
             }
-            if minted.is_some() {
+            if let Some(event) = event {
                 tracing::info!(
                     client_id = client.id().as_str(),
                     "device grant redeemed: tokens issued"
                 );
+                record::grant_redeemed();
+                shared.config.observer.audit(now, source, || event);
             }
             return answer;
         }
@@ -281,6 +310,7 @@ async fn refresh_token_grant<S: Store>(
     client: &Client,
     form: &Form,
     jkt: Option<Thumbprint>,
+    source: Option<IpAddr>,
 ) -> Result<Response<OAuthBody>, OAuthError> {
     let presented = form.require("refresh_token")?;
     let requested = form.get("scope")?.map(parse_requested).transpose()?;
@@ -317,12 +347,13 @@ async fn refresh_token_grant<S: Store>(
         }
         let presentation = grant.presented(&digest, now, shared.config.refresh_grace);
         if presentation == Presented::Reused {
-            return Err(reuse_detected(shared, grant, now).await);
+            return Err(reuse_detected(shared, grant, now, source).await);
         }
         if !checked {
             checked = true;
             if !account_active(shared, &grant.subject).await? {
-                return Err(refuse_subject(shared, &grant.subject, client, Some(&id)).await);
+                let refused = refuse_subject(shared, &grant.subject, client, Some(&id), source);
+                return Err(refused.await);
             }
         }
         let scope = match &requested {
@@ -357,6 +388,7 @@ async fn refresh_token_grant<S: Store>(
             rotation.next.cnf = jkt;
         }
         let new_access = minted.tokens.access_token;
+        let new_scope = access.scope.clone();
         let rotated = match shared
             .store
             .replace_grant(&id, current.version, rotation, access, now)
@@ -376,6 +408,18 @@ async fn refresh_token_grant<S: Store>(
             } else {
                 tracing::info!(client_id = client.id().as_str(), grant_id = %id, "tokens refreshed");
             }
+            let retry = presentation == Presented::Retry;
+            record::refresh(if retry { Answer::Retried } else { Answer::Ok });
+            shared
+                .config
+                .observer
+                .audit(now, source, || AuditAction::Refreshed {
+                    client_id: grant.client_id.clone(),
+                    subject: grant.subject.clone(),
+                    grant_id: id,
+                    scope: new_scope,
+                    retry,
+                });
             return Ok(minted.response);
         }
         // A racing refresh or a revocation came first: decide again on what it left.
@@ -388,7 +432,12 @@ async fn refresh_token_grant<S: Store>(
 
 /// A refresh token of `grant` that is no longer its to present came back: someone holds a
 /// copy. Revoke the whole grant (RFC 9700 4.14.2) and refuse.
-async fn reuse_detected<S: Store>(shared: &Shared<S>, grant: &Grant, now: Timestamp) -> OAuthError {
+async fn reuse_detected<S: Store>(
+    shared: &Shared<S>,
+    grant: &Grant,
+    now: Timestamp,
+    source: Option<IpAddr>,
+) -> OAuthError {
     tracing::warn!(
         security_event = "refresh_token_reuse",
         client_id = grant.client_id.as_str(),
@@ -396,9 +445,19 @@ async fn reuse_detected<S: Store>(shared: &Shared<S>, grant: &Grant, now: Timest
         grant_id = %grant.id,
         "a rotated refresh token was presented again: the grant is revoked"
     );
-    if let Err(e) = shared.store.revoke_grant(&grant.id, now).await {
+    record::reuse_detected();
+    shared
+        .config
+        .observer
+        .audit(now, source, || AuditAction::RefreshTokenReuse {
+            client_id: grant.client_id.clone(),
+            subject: grant.subject.clone(),
+            grant_id: grant.id,
+        });
+    match shared.store.revoke_grant(&grant.id, now).await {
+        Ok(revoked) => revoked_for(shared, revoked, RevocationReason::Reuse, now, source),
         // The grant must not live on: report the store's failure, not a plain refusal.
-        return e.into();
+        Err(e) => return e.into(),
     }
     invalid_refresh_token()
 }
@@ -422,6 +481,7 @@ async fn refuse_subject<S: Store>(
     subject: &Subject,
     client: &Client,
     grant: Option<&GrantId>,
+    source: Option<IpAddr>,
 ) -> OAuthError {
     tracing::warn!(
         security_event = "subject_refused",
@@ -430,15 +490,35 @@ async fn refuse_subject<S: Store>(
         grant_id = grant.map(tracing::field::display),
         "the application refused the end user: every grant of theirs is revoked"
     );
-    if let Err(e) = shared
-        .store
-        .revoke_grants_of(subject, shared.clock.now())
-        .await
-    {
+    let now = shared.clock.now();
+    match shared.store.revoke_grants_of(subject, now).await {
+        Ok(revoked) => revoked_for(shared, revoked, RevocationReason::Account, now, source),
         // The grants must not live on: report the store's failure, not a plain refusal.
-        return e.into();
+        Err(e) => return e.into(),
     }
     OAuthError::invalid_grant("the end user's account no longer allows this grant")
+}
+
+/// Reports the grants revoked for `reason`.
+fn revoked_for<S>(
+    shared: &Shared<S>,
+    revoked: impl IntoIterator<Item = Grant>,
+    reason: RevocationReason,
+    now: Timestamp,
+    source: Option<IpAddr>,
+) {
+    for g in revoked {
+        record::revoked(reason, 1);
+        shared
+            .config
+            .observer
+            .audit(now, source, || AuditAction::Revoked {
+                client_id: g.client_id,
+                subject: g.subject,
+                grant_id: Some(g.id),
+                reason,
+            });
+    }
 }
 
 /// The RFC 6749 5.1 response.

@@ -88,6 +88,9 @@ use crate::grant::{DecideError, Decision, DeviceGrant, GrantStatus};
 use crate::limits::{
     reserve_attempt, reserve_guess, retry_after_secs, retry_after_until, AuthKind, Route,
 };
+use crate::observe::metric::Endpoint;
+use crate::observe::record::{self, Timer};
+use crate::observe::{AuditAction, Limit};
 use crate::page::new_nonce;
 use crate::response::{OAuthBody, ResponseFuture};
 use crate::sign_in::login_location;
@@ -150,8 +153,11 @@ where
                     req.uri().clone(),
                     req.headers().clone(),
                 );
+                let timer = Timer::start();
                 let outcome = handle(&shared, req).await;
-                render(&shared, outcome, json, (&method, &uri, &headers))
+                let res = render(&shared, outcome, json, (&method, &uri, &headers));
+                timer.request(Endpoint::Verification);
+                res
             }
             .instrument(span),
         )
@@ -304,7 +310,8 @@ where
                 ));
             }
             let limiter = &config.limiter;
-            let source = limiter.resolve(&parts.extensions, &parts.headers).source;
+            let from = limiter.resolve(&parts.extensions, &parts.headers);
+            let source = from.source;
             if let Err(wait) = limiter.check_rate(Route::Verification, source) {
                 return Err(slow_down(
                     retry_after_secs(wait),
@@ -376,7 +383,7 @@ where
             };
             match decision {
                 None => confirm(shared, &typed, grant.record, user).await,
-                Some(decision) => decide(shared, key, grant, decision, &user).await,
+                Some(decision) => decide(shared, key, grant, decision, &user, from.ip).await,
             }
         }
         _ => Err(Problem::new(
@@ -435,6 +442,8 @@ async fn sign_in<S: Store>(
             Ok(r) => r,
             Err(spent) => {
                 tracing::warn!("end-user sign-in failure limit reached");
+                let limiter = &shared.config.limiter;
+                limiter.refused(Limit::EndUserSignIn, source, None, None);
                 return Err(slow_down(
                     retry_after_until(spent.until, now),
                     "Too many failed sign-ins. Wait a while before trying again.",
@@ -473,6 +482,8 @@ async fn lookup<S: Store>(
         Ok(r) => r,
         Err(spent) => {
             tracing::warn!(subject = user.as_str(), "user-code guessing limit reached");
+            let limiter = &config.limiter;
+            limiter.refused(Limit::UserCodeGuessing, source, None, Some(user));
             return Err(Refusal::Problem(slow_down(
                 retry_after_until(spent.until, now),
                 "Too many wrong codes. Wait a while before trying again.",
@@ -495,6 +506,12 @@ async fn lookup<S: Store>(
     let Some((key, grant)) = found else {
         reservation.failed(store, now).await?;
         tracing::warn!(subject = user.as_str(), "wrong user code entered");
+        record::wrong_user_code();
+        config
+            .observer
+            .audit(now, source, || AuditAction::WrongUserCode {
+                subject: user.clone(),
+            });
         return Err(Refusal::Code(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
@@ -547,6 +564,7 @@ async fn decide<S: Store>(
     mut current: Versioned<DeviceGrant>,
     decision: Decision,
     subject: &Subject,
+    source: Option<IpAddr>,
 ) -> Result<Outcome, Problem> {
     let approved = matches!(decision, Decision::Approve(_));
     let subject = subject.clone();
@@ -581,6 +599,23 @@ async fn decide<S: Store>(
                 "device grant {}",
                 if approved { "approved" } else { "denied" }
             );
+            let grant = &current.record;
+            let client_id = grant.client_id.clone();
+            if approved {
+                record::grant_approved();
+                let scope = grant.scope.clone();
+                let action = || AuditAction::Approved {
+                    client_id,
+                    subject,
+                    scope,
+                };
+                shared.config.observer.audit(now, source, action);
+            } else {
+                record::grant_denied();
+                let action = || AuditAction::Denied { client_id, subject };
+                shared.config.observer.audit(now, source, action);
+            }
+            shared.refresh_pending_gauge().await;
             return Ok(Outcome::Done { approved });
         }
         // A poll recorded its time in between; decide again on the fresh record.

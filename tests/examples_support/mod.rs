@@ -22,6 +22,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("sqlite", cfg!(feature = "sqlite")),
     ("jwt", cfg!(feature = "jwt")),
     ("dpop", cfg!(feature = "dpop")),
+    ("metrics", cfg!(feature = "metrics")),
 ];
 
 /// The path of example `name`, built (once per test binary) with this binary's profile and
