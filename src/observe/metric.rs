@@ -234,6 +234,8 @@ impl Endpoint {
 pub enum StoreOperation {
     /// [`ClientSource::client`](crate::store::ClientSource::client).
     Client,
+    /// [`ClientSource::known_scopes`](crate::store::ClientSource::known_scopes).
+    KnownScopes,
     /// [`Store::insert_device_grant`](crate::store::Store::insert_device_grant).
     InsertDeviceGrant,
     /// [`Store::device_grant`](crate::store::Store::device_grant).
@@ -271,6 +273,7 @@ impl StoreOperation {
     pub const fn as_str(self) -> &'static str {
         match self {
             StoreOperation::Client => "client",
+            StoreOperation::KnownScopes => "known_scopes",
             StoreOperation::InsertDeviceGrant => "insert_device_grant",
             StoreOperation::DeviceGrant => "device_grant",
             StoreOperation::DeviceGrantByUserCode => "device_grant_by_user_code",
@@ -290,8 +293,9 @@ impl StoreOperation {
     }
 
     /// Every operation, in label order.
-    pub const ALL: [StoreOperation; 16] = [
+    pub const ALL: [StoreOperation; 17] = [
         StoreOperation::Client,
+        StoreOperation::KnownScopes,
         StoreOperation::InsertDeviceGrant,
         StoreOperation::DeviceGrant,
         StoreOperation::DeviceGrantByUserCode,

@@ -181,7 +181,7 @@ mod on {
     fn store_key(op: StoreOperation, errors: bool) -> &'static Key {
         macro_rules! ops {
             ($metric:expr) => {
-                by!(op, $metric, "operation", StoreOperation: Client, InsertDeviceGrant,
+                by!(op, $metric, "operation", StoreOperation: Client, KnownScopes, InsertDeviceGrant,
                     DeviceGrant, DeviceGrantByUserCode, ReplaceDeviceGrant, Grant,
                     ReplaceGrant, RevokeGrant, GrantsOf, RevokeGrantsOf, AccessToken,
                     RevokeAccessToken, TryIncrement, Decrement, ClaimOnce,

@@ -15,6 +15,7 @@ use crate::grant::DeviceGrant;
 use crate::ids::{GrantId, Subject};
 use crate::observe::metric::StoreOperation as Op;
 use crate::observe::record::timed;
+use crate::scope::Scope;
 
 /// A store whose every call records its duration as
 /// [`device_flow_store_call_duration_seconds`](crate::observe::metric::STORE_CALL_DURATION).
@@ -40,6 +41,10 @@ impl<S> Clone for TimedStore<S> {
 impl<S: ClientSource> ClientSource for TimedStore<S> {
     fn client(&self, client_id: &str) -> impl Future<Output = StoreResult<Option<Client>>> + Send {
         timed(Op::Client, self.0.client(client_id))
+    }
+
+    fn known_scopes(&self) -> impl Future<Output = StoreResult<Option<Scope>>> + Send {
+        timed(Op::KnownScopes, self.0.known_scopes())
     }
 }
 
