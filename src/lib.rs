@@ -194,7 +194,8 @@ pub use endpoints::{Endpoints, EndpointsLayer};
 pub use error::{ErrorCode, OAuthError};
 pub use family::Grant;
 pub use flow::{
-    AttemptLimit, BuildError, CompleteUriFn, DeviceFlow, DeviceFlowBuilder, Paths, DEV_ISSUER,
+    AttemptLimit, BuildError, CompleteUriFn, DeviceFlow, DeviceFlowBuilder, Paths,
+    DEFAULT_PENDING_GRANTS_EVERY, DEV_ISSUER,
 };
 pub use form::BodyLimits;
 pub use grant::{DeviceGrant, GrantStatus, RequestOrigin};
