@@ -160,7 +160,7 @@ pub mod grant;
 mod ids;
 pub mod introspection;
 #[cfg(feature = "jwt")]
-pub mod jwks;
+mod jwks;
 #[cfg(feature = "jwt")]
 pub mod jwt;
 pub mod limits;
@@ -173,7 +173,7 @@ pub mod replay;
 pub mod resource_server;
 mod response;
 pub mod revocation;
-pub mod scope;
+mod scope;
 mod sign_in;
 pub mod store;
 pub mod token;
@@ -201,12 +201,14 @@ pub use form::BodyLimits;
 pub use grant::{DeviceGrant, GrantStatus, RequestOrigin};
 pub use ids::{Audience, GrantId};
 pub use introspection::Introspection;
+#[cfg(feature = "jwt")]
+pub use jwks::Jwks;
 pub use limits::{Limits, RateLimit};
 pub use metadata::Metadata;
 pub use observe::{AuditAction, AuditEvent, AuditSink};
 pub use response::{OAuthBody, ResponseBody, ResponseFuture};
 pub use revocation::Revocation;
-pub use scope::Scope;
+pub use scope::{InvalidScope, Scope};
 pub use store::{
     Client, ClientId, ClientRegistry, ClientSource, MemoryStore, Store, StoreError, StoreResult,
     Subject, TokenInfo, Versioned,
