@@ -21,6 +21,7 @@
 //! let trail: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
 //! let sink = trail.clone();
 //! let flow = DeviceFlow::builder(MemoryStore::default())
+//!     .issuer("https://auth.example.com")
 //!     // Called on the request path: hand slow work (a database, a SIEM) to a channel.
 //!     .audit(move |event: &AuditEvent| {
 //!         if let Ok(mut trail) = sink.lock() {
