@@ -664,8 +664,14 @@ impl<S: Store> DeviceFlowBuilder<S> {
     /// is checked at start-up. One exception, for development: a debug build
     /// (`debug_assertions`) without an issuer falls back to [`DEV_ISSUER`] and logs a warning
     /// (once per process); a release build without an issuer panics.
-    pub fn build(mut self) -> DeviceFlow<S> {
-        if self.issuer.is_none() && cfg!(debug_assertions) {
+    pub fn build(self) -> DeviceFlow<S> {
+        self.build_as(cfg!(debug_assertions))
+    }
+
+    /// [`build`](Self::build) as a debug (`true`) or a release build does it: a parameter, so
+    /// the release rule is tested in the (debug) test run too.
+    fn build_as(mut self, debug: bool) -> DeviceFlow<S> {
+        if self.issuer.is_none() && debug {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
                 tracing::warn!(
@@ -889,4 +895,22 @@ fn check_paths(paths: &Paths) -> Result<(), BuildError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    #[should_panic(expected = "no issuer set")]
+    fn a_release_build_refuses_to_start_without_an_issuer() {
+        let _ = DeviceFlow::builder(MemoryStore::default()).build_as(false);
+    }
+
+    #[test]
+    fn a_debug_build_falls_back_to_the_development_issuer() {
+        let flow = DeviceFlow::builder(MemoryStore::default()).build_as(true);
+        assert_eq!(flow.issuer(), DEV_ISSUER);
+    }
 }

@@ -55,12 +55,7 @@ fn a_debug_build_falls_back_to_the_development_issuer_and_warns_once() {
     assert!(logs.contains("WARN"), "{logs}");
 }
 
-#[cfg(not(debug_assertions))]
-#[test]
-#[should_panic(expected = "no issuer set")]
-fn a_release_build_refuses_to_start_without_an_issuer() {
-    let _ = builder().build();
-}
+// The release rule (no fallback) is tested in src/flow.rs, where the build mode is a parameter.
 
 #[test]
 fn https_issuers_are_accepted() {

@@ -451,8 +451,7 @@ impl ClientSource for PostgresStore {
                 .fetch_all(&self.inner.pool)
                 .await
                 .map_err(db_error)?;
-            rows.iter()
-                .try_fold(registered, |all, (s,)| Ok(all.union(&shared::scope(s)?)))
+            shared::union_with_rows(registered, &rows)
         })
         .await
         .map(Some)

@@ -85,6 +85,14 @@ pub(crate) fn scope(s: &str) -> StoreResult<Scope> {
     Scope::parse(s).map_err(|_| corrupt("scope"))
 }
 
+/// The union of `registered` (the process's clients) and the scopes of the `clients` table's
+/// rows: [`ClientSource::known_scopes`](crate::store::ClientSource::known_scopes) of both
+/// SQL stores.
+pub(crate) fn union_with_rows(registered: Scope, rows: &[(String,)]) -> StoreResult<Scope> {
+    rows.iter()
+        .try_fold(registered, |all, (s,)| Ok(all.union(&scope(s)?)))
+}
+
 fn audience(s: Option<String>) -> StoreResult<Option<Audience>> {
     s.map(|s| Audience::from_resources(s.split(' ')).map_err(|_| corrupt("audience")))
         .transpose()
