@@ -28,15 +28,17 @@
 //! with `Limits::without_per_source()`, the "unprotected route".
 //!
 //! With a metrics recorder installed (the `metrics` feature, on by default: a Prometheus
-//! recorder from `metrics-exporter-prometheus`, as the demo's `GET /metrics` uses): 1bP, 2P,
-//! 3P, 4P and 5P are scenarios 1b, 2, 3, 4 and 5 with every metric of the flow recorded. The
+//! recorder from `metrics-exporter-prometheus`, as the demo's `GET /metrics` uses): 1bP, 1cP,
+//! 2P, 3P, 4P and 5P are scenarios 1b, 1c, 2, 3, 4 and 5 with every metric of the flow recorded. The
 //! recorder is installed once for the process behind a switch, on for those rounds only (off,
 //! it hands out the facade's no-op handles, as when no recorder is installed), so the rounds
 //! with and without metrics interleave on the same servers.
 //!
 //! Also, as diagnostics: the bare handler receiving the very request of scenario 4, bearer
 //! header included (1a); `GET /api/public` through the endpoints layer without the bearer layer
-//! (1b); scenario 4 against a store holding 1e6 tokens instead of 1e3 (4M); and, when built with
+//! (1b); the same app's unguarded `GET /api/open`, sent the very request of scenario 4 (token
+//! included, ignored) and answering the same body through the same kind of handler (1c, and
+//! 1cP with metrics): (4) ÷ (1c) is the bearer layer's own cost; scenario 4 against a store holding 1e6 tokens instead of 1e3 (4M); and, when built with
 //! `--features redis` and `REDIS_URL` is set, scenarios 3 and 4 on `RedisStore` (3r, 4r);
 //! with `--features postgres` and `POSTGRES_URL`, on `PostgresStore` in a schema of its own,
 //! dropped at the end (p3, p4); with `--features sqlite`, on `SqliteStore` in a temporary file
@@ -207,11 +209,19 @@ async fn serve_app<S: Store>(flow: &DeviceFlow<S>, nodelay: bool) -> SocketAddr 
             };
             Ok::<_, Infallible>(json(StatusCode::OK, body))
         }));
+    // `/api/open`: the same handler shape as `/api/me`, unguarded, so that scenario (1c) sends
+    // the same request (token included, ignored) and gets the same body: (4) ÷ (1c) is the
+    // bearer layer's cost and nothing else.
+    let open = service_fn(|_req: Request<Incoming>| async move {
+        let body = serde_json::json!({"sub": "alice", "scope": "email profile"});
+        Ok::<_, Infallible>(json(StatusCode::OK, body))
+    });
     let api = service_fn(move |req: Request<Incoming>| {
         let me = me.clone();
         async move {
             let res = match req.uri().path() {
                 "/api/me" => me.oneshot(req).await?.map(Either::Left),
+                "/api/open" => open.oneshot(req).await?.map(Either::Right),
                 "/api/public" => {
                     json(StatusCode::OK, serde_json::json!({"ok": true})).map(Either::Right)
                 }
@@ -418,6 +428,11 @@ impl Template {
             forwarded: Arc::from(Vec::new()),
             forwarded_offset: 0,
         }
+    }
+
+    fn path(mut self, path: &str) -> Self {
+        self.uri = Uri::from_str(path).expect("path");
+        self
     }
 
     fn form(mut self, body: String) -> Self {
@@ -970,6 +985,17 @@ async fn run(cfg: Config) {
         },
         Scenario {
             metrics: false,
+            key: "1c",
+            label: "(1c) `GET /api/open`, same request and body as (4), unguarded".into(),
+            addr: app,
+            templates: me_templates(app, &small_tokens, cfg.conns)
+                .into_iter()
+                .map(|t| t.path("/api/open"))
+                .collect(),
+            expect: StatusCode::OK,
+        },
+        Scenario {
+            metrics: false,
             key: "2",
             label: "(2) `POST /oauth/device_authorization` (new grant)".into(),
             addr: app,
@@ -1084,10 +1110,11 @@ async fn run(cfg: Config) {
     // The same routes with every metric recorded (see the module docs).
     let with_metrics: Vec<Scenario> = scenarios
         .iter()
-        .filter(|s| ["1b", "2", "3", "4", "5"].contains(&s.key))
+        .filter(|s| ["1b", "1c", "2", "3", "4", "5"].contains(&s.key))
         .map(|s| Scenario {
             key: match s.key {
                 "1b" => "1bP",
+                "1c" => "1cP",
                 "2" => "2P",
                 "3" => "3P",
                 "4" => "4P",
@@ -1188,6 +1215,18 @@ fn report(rows: &[Row], notes: &[String]) {
         "(4P) metrics on ÷ (1b) unprotected route, metrics on",
         "4P",
         "1bP",
+        0.90,
+    );
+    target(
+        "(4P) metrics on ÷ (1c) same request unguarded, metrics on",
+        "4P",
+        "1cP",
+        0.90,
+    );
+    target(
+        "(4) ÷ (1c) same request unguarded, metrics off",
+        "4",
+        "1c",
         0.90,
     );
     target("(4P) metrics on ÷ (1)", "4P", "1", 0.90);

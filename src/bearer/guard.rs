@@ -203,6 +203,7 @@ impl Refusal {
 }
 
 /// The refusals of one scheme.
+#[derive(Clone)]
 pub(super) struct Refusals {
     pub(super) invalid: Refusal,
     pub(super) expired: Refusal,
@@ -249,6 +250,7 @@ impl Refusals {
 }
 
 /// The refusals only a layer taking DPoP-bound tokens gives.
+#[derive(Clone)]
 pub(super) struct DpopRefusals {
     /// How proofs are checked.
     #[cfg(feature = "dpop")]
@@ -267,6 +269,7 @@ pub(super) struct DpopRefusals {
 }
 
 /// What one layer checks and how it refuses.
+#[derive(Clone)]
 pub(super) struct Guard {
     pub(super) requirement: ScopeRequirement,
     /// The resource this layer guards (RFC 8707): tokens must name it in their audience.

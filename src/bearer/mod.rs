@@ -67,7 +67,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
 use http_body::Body;
 use tower_layer::Layer;
@@ -92,8 +92,14 @@ use guard::{Guard, Refusal};
 /// store), or build it over any [`TokenVerifier`] with [`RequireOAuthLayer::new`] (a resource
 /// server in another process).
 pub struct RequireOAuthLayer<V> {
+    checks: Arc<Checks<V>>,
+}
+
+/// What a layer checks with, shared by every service it makes and every request they take: one
+/// reference count per request, whatever it holds.
+struct Checks<V> {
     verifier: Arc<V>,
-    guard: Arc<Guard>,
+    guard: Guard,
     clock: Arc<dyn Clock>,
 }
 
@@ -115,15 +121,29 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
         realm: &str,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let guard = Guard::new(
+            realm,
+            requirement,
+            #[cfg(feature = "dpop")]
+            None,
+        );
         RequireOAuthLayer {
-            verifier,
-            guard: Arc::new(Guard::new(
-                realm,
-                requirement,
-                #[cfg(feature = "dpop")]
-                None,
-            )),
-            clock,
+            checks: Arc::new(Checks {
+                verifier,
+                guard,
+                clock,
+            }),
+        }
+    }
+
+    /// The same layer checking with `guard`.
+    fn with_guard(self, guard: Guard) -> Self {
+        RequireOAuthLayer {
+            checks: Arc::new(Checks {
+                verifier: self.checks.verifier.clone(),
+                guard,
+                clock: self.checks.clock.clone(),
+            }),
         }
     }
 
@@ -131,15 +151,12 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
     pub fn with_realm(self, realm: &str) -> Self {
         let guard = Guard::new(
             realm,
-            self.guard.requirement.clone(),
+            self.checks.guard.requirement.clone(),
             #[cfg(feature = "dpop")]
             self.dpop().cloned(),
         )
-        .with_audience(self.guard.audience.as_deref());
-        RequireOAuthLayer {
-            guard: Arc::new(guard),
-            ..self
-        }
+        .with_audience(self.checks.guard.audience.as_deref());
+        self.with_guard(guard)
     }
 
     /// The same layer, accepting only tokens meant for `resource` (RFC 8707): its `aud`, in
@@ -148,16 +165,13 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
     /// that accepts every token its authorization server issues.
     pub fn with_audience(self, resource: &str) -> Self {
         let guard = Guard::new(
-            &self.guard.realm,
-            self.guard.requirement.clone(),
+            &self.checks.guard.realm,
+            self.checks.guard.requirement.clone(),
             #[cfg(feature = "dpop")]
             self.dpop().cloned(),
         )
         .with_audience(Some(resource));
-        RequireOAuthLayer {
-            guard: Arc::new(guard),
-            ..self
-        }
+        self.with_guard(guard)
     }
 
     /// The same layer taking DPoP-bound tokens too (RFC 9449 7), with the DPoP scheme and a
@@ -166,40 +180,40 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
     /// DPoP when the flow does, with the flow's issuer as base URL.
     #[cfg(feature = "dpop")]
     pub fn with_dpop(self, check: Option<DpopCheck>) -> Self {
-        let guard = Guard::new(&self.guard.realm, self.guard.requirement.clone(), check)
-            .with_audience(self.guard.audience.as_deref());
-        RequireOAuthLayer {
-            guard: Arc::new(guard),
-            ..self
-        }
+        let g = &self.checks.guard;
+        let guard =
+            Guard::new(&g.realm, g.requirement.clone(), check).with_audience(g.audience.as_deref());
+        self.with_guard(guard)
     }
 
     /// How DPoP proofs are checked, if the layer takes DPoP-bound tokens.
     #[cfg(feature = "dpop")]
     pub fn dpop(&self) -> Option<&DpopCheck> {
-        self.guard.dpop.as_ref().map(|d| &d.check)
+        self.checks.guard.dpop.as_ref().map(|d| &d.check)
     }
 
     /// The same layer on another clock (tests pass a [`ManualClock`](crate::ManualClock)).
     pub fn with_clock(self, clock: impl Clock) -> Self {
+        let c = &self.checks;
         RequireOAuthLayer {
-            clock: Arc::new(clock),
-            ..self
+            checks: Arc::new(Checks {
+                verifier: c.verifier.clone(),
+                guard: c.guard.clone(),
+                clock: Arc::new(clock),
+            }),
         }
     }
 
     /// The verifier.
     pub fn verifier(&self) -> &V {
-        &self.verifier
+        &self.checks.verifier
     }
 }
 
 impl<V> Clone for RequireOAuthLayer<V> {
     fn clone(&self) -> Self {
         RequireOAuthLayer {
-            verifier: self.verifier.clone(),
-            guard: self.guard.clone(),
-            clock: self.clock.clone(),
+            checks: self.checks.clone(),
         }
     }
 }
@@ -207,7 +221,7 @@ impl<V> Clone for RequireOAuthLayer<V> {
 impl<V> fmt::Debug for RequireOAuthLayer<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequireOAuthLayer")
-            .field("requirement", &self.guard.requirement)
+            .field("requirement", &self.checks.guard.requirement)
             .finish_non_exhaustive()
     }
 }
@@ -218,9 +232,7 @@ impl<V, Svc> Layer<Svc> for RequireOAuthLayer<V> {
     fn layer(&self, inner: Svc) -> Self::Service {
         RequireOAuth {
             inner,
-            verifier: self.verifier.clone(),
-            guard: self.guard.clone(),
-            clock: self.clock.clone(),
+            checks: self.checks.clone(),
         }
     }
 }
@@ -228,18 +240,14 @@ impl<V, Svc> Layer<Svc> for RequireOAuthLayer<V> {
 /// A service that lets through only requests with a valid bearer token of the required scope.
 pub struct RequireOAuth<Svc, V> {
     inner: Svc,
-    verifier: Arc<V>,
-    guard: Arc<Guard>,
-    clock: Arc<dyn Clock>,
+    checks: Arc<Checks<V>>,
 }
 
 impl<Svc: Clone, V> Clone for RequireOAuth<Svc, V> {
     fn clone(&self) -> Self {
         RequireOAuth {
             inner: self.inner.clone(),
-            verifier: self.verifier.clone(),
-            guard: self.guard.clone(),
-            clock: self.clock.clone(),
+            checks: self.checks.clone(),
         }
     }
 }
@@ -248,7 +256,7 @@ impl<Svc: fmt::Debug, V> fmt::Debug for RequireOAuth<Svc, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequireOAuth")
             .field("inner", &self.inner)
-            .field("requirement", &self.guard.requirement)
+            .field("requirement", &self.checks.guard.requirement)
             .finish_non_exhaustive()
     }
 }
@@ -366,9 +374,10 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let grpc = is_grpc(req.headers());
-        let guard = &self.guard;
+        let checks = &self.checks;
+        let guard = &checks.guard;
         let (with_dpop, token) = match access_token(req.headers(), guard.dpop.is_some()) {
-            Ok((with_dpop, token)) => (with_dpop, token.to_owned()),
+            Ok((with_dpop, token)) => (with_dpop, token),
             Err(NoToken::Missing) => {
                 record::bearer(Answer::Missing);
                 return ResponseFuture::refuse(guard.missing.response(grpc));
@@ -378,14 +387,14 @@ where
                 return ResponseFuture::refuse(guard.malformed.response(grpc));
             }
         };
-        let now = self.clock.now();
+        let now = checks.clock.now();
         // The proof is checked before the token is looked up: it is plain computation, and a
         // bad one needs no store.
         #[cfg(feature = "dpop")]
         let proof = match (&guard.dpop, with_dpop) {
             (Some(d), true) => {
                 let (method, path) = (req.method().as_str(), req.uri().path());
-                match d.check.check(method, path, req.headers(), &token, now) {
+                match d.check.check(method, path, req.headers(), token, now) {
                     Ok(proof) => Some(proof),
                     Err(e) => {
                         tracing::debug!(error = e.code().as_str(), reason = %e, "DPoP proof refused");
@@ -399,10 +408,10 @@ where
         };
         #[cfg(not(feature = "dpop"))]
         let (_, proof) = (with_dpop, None);
-        let verifier = self.verifier.clone();
-        let guard = self.guard.clone();
+        let token = Presented::new(req.headers(), token);
+        let checks = checks.clone();
         let lookup = Box::pin(async move {
-            let verdict = check(&*verifier, &guard, &token, now, proof, grpc).await;
+            let verdict = check(&checks, token.as_str(), now, proof, grpc).await;
             if verdict.is_ok() {
                 record::bearer(Answer::Ok);
             }
@@ -415,6 +424,35 @@ where
     }
 }
 
+/// The presented token, held for the lookup without copying it: the `Authorization` value
+/// shares the connection's buffer, and the token is its tail.
+struct Presented {
+    value: Option<HeaderValue>,
+    start: usize,
+}
+
+impl Presented {
+    /// `token`, a tail of the request's one `Authorization` value.
+    fn new(headers: &HeaderMap, token: &str) -> Self {
+        let value = headers.get(header::AUTHORIZATION).cloned();
+        let start = value
+            .as_ref()
+            .map_or(0, |v| v.len().saturating_sub(token.len()));
+        let presented = Presented { value, start };
+        debug_assert_eq!(presented.as_str(), token);
+        presented
+    }
+
+    /// The token ("" cannot happen: the value was read as text before).
+    fn as_str(&self) -> &str {
+        self.value
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.get(self.start..))
+            .unwrap_or("")
+    }
+}
+
 /// A DPoP proof that passed every check but the replay claim.
 #[cfg(feature = "dpop")]
 type Proof = crate::dpop::DpopProof;
@@ -423,8 +461,7 @@ type Proof = std::convert::Infallible;
 
 /// The checks after parsing: the token's lookup, its verdict and, for DPoP, the proof's claim.
 async fn check<V: TokenVerifier>(
-    verifier: &V,
-    guard: &Guard,
+    checks: &Checks<V>,
     token: &str,
     now: crate::clock::Timestamp,
     proof: Option<Proof>,
@@ -435,7 +472,8 @@ async fn check<V: TokenVerifier>(
         record::bearer(Answer::Error(r.code));
         r.response(grpc)
     };
-    let found = match verifier.verify(token, now).await {
+    let guard = &checks.guard;
+    let found = match checks.verifier.verify(token, now).await {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(error = %e, "bearer token verification failed");
