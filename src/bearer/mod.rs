@@ -138,11 +138,17 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
 
     /// The same layer checking with `guard`.
     fn with_guard(self, guard: Guard) -> Self {
+        let clock = self.checks.clock.clone();
+        self.rebuilt(guard, clock)
+    }
+
+    /// The same verifier, checking with `guard` on `clock`.
+    fn rebuilt(&self, guard: Guard, clock: Arc<dyn Clock>) -> Self {
         RequireOAuthLayer {
             checks: Arc::new(Checks {
                 verifier: self.checks.verifier.clone(),
                 guard,
-                clock: self.checks.clock.clone(),
+                clock,
             }),
         }
     }
@@ -194,14 +200,7 @@ impl<V: TokenVerifier> RequireOAuthLayer<V> {
 
     /// The same layer on another clock (tests pass a [`ManualClock`](crate::ManualClock)).
     pub fn with_clock(self, clock: impl Clock) -> Self {
-        let c = &self.checks;
-        RequireOAuthLayer {
-            checks: Arc::new(Checks {
-                verifier: c.verifier.clone(),
-                guard: c.guard.clone(),
-                clock: Arc::new(clock),
-            }),
-        }
+        self.rebuilt(self.checks.guard.clone(), Arc::new(clock))
     }
 
     /// The verifier.
@@ -323,18 +322,18 @@ const B64TOKEN: [bool; 256] = {
 /// The bearer token of `Authorization: Bearer <b64token>` (RFC 6750 2.1).
 #[cfg(test)]
 fn bearer_token(headers: &HeaderMap) -> Result<&str, NoToken> {
-    access_token(headers, false).map(|(_, token)| token)
+    access_token(headers, false).map(|(_, presented)| presented.token)
 }
 
 /// The access token of `Authorization: Bearer <b64token>` (RFC 6750 2.1) or, when `dpop`,
 /// `Authorization: DPoP <token68>` (RFC 9449 7.1), and whether it came with the DPoP scheme.
-fn access_token(headers: &HeaderMap, dpop: bool) -> Result<(bool, &str), NoToken> {
+fn access_token(headers: &HeaderMap, dpop: bool) -> Result<(bool, Presented<'_>), NoToken> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = values.next().ok_or(NoToken::Missing)?;
+    let header = values.next().ok_or(NoToken::Missing)?;
     if values.next().is_some() {
         return Err(NoToken::Malformed);
     }
-    let value = value.to_str().map_err(|_| NoToken::Malformed)?;
+    let value = header.to_str().map_err(|_| NoToken::Malformed)?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     let is_dpop = dpop && scheme.eq_ignore_ascii_case("dpop");
     if !is_dpop && !scheme.eq_ignore_ascii_case("bearer") {
@@ -346,7 +345,16 @@ fn access_token(headers: &HeaderMap, dpop: bool) -> Result<(bool, &str), NoToken
     let b64token =
         !body.is_empty() && token.len() <= 4096 && body.bytes().all(|b| B64TOKEN[usize::from(b)]);
     if b64token {
-        Ok((is_dpop, token))
+        // The token is the value's tail.
+        let start = value.len() - token.len();
+        Ok((
+            is_dpop,
+            Presented {
+                header,
+                token,
+                start,
+            },
+        ))
     } else {
         Err(NoToken::Malformed)
     }
@@ -376,8 +384,8 @@ where
         let grpc = is_grpc(req.headers());
         let checks = &self.checks;
         let guard = &checks.guard;
-        let (with_dpop, token) = match access_token(req.headers(), guard.dpop.is_some()) {
-            Ok((with_dpop, token)) => (with_dpop, token),
+        let (with_dpop, presented) = match access_token(req.headers(), guard.dpop.is_some()) {
+            Ok(found) => found,
             Err(NoToken::Missing) => {
                 record::bearer(Answer::Missing);
                 return ResponseFuture::refuse(guard.missing.response(grpc));
@@ -394,7 +402,10 @@ where
         let proof = match (&guard.dpop, with_dpop) {
             (Some(d), true) => {
                 let (method, path) = (req.method().as_str(), req.uri().path());
-                match d.check.check(method, path, req.headers(), token, now) {
+                match d
+                    .check
+                    .check(method, path, req.headers(), presented.token, now)
+                {
                     Ok(proof) => Some(proof),
                     Err(e) => {
                         tracing::debug!(error = e.code().as_str(), reason = %e, "DPoP proof refused");
@@ -408,7 +419,7 @@ where
         };
         #[cfg(not(feature = "dpop"))]
         let (_, proof) = (with_dpop, None);
-        let token = Presented::new(req.headers(), token);
+        let token = presented.to_owned();
         let checks = checks.clone();
         let lookup = Box::pin(async move {
             let verdict = check(&checks, token.as_str(), now, proof, grpc).await;
@@ -424,30 +435,36 @@ where
     }
 }
 
-/// The presented token, held for the lookup without copying it: the `Authorization` value
-/// shares the connection's buffer, and the token is its tail.
-struct Presented {
-    value: Option<HeaderValue>,
+/// The presented token: a tail of the request's one `Authorization` value.
+struct Presented<'a> {
+    header: &'a HeaderValue,
+    token: &'a str,
     start: usize,
 }
 
-impl Presented {
-    /// `token`, a tail of the request's one `Authorization` value.
-    fn new(headers: &HeaderMap, token: &str) -> Self {
-        let value = headers.get(header::AUTHORIZATION).cloned();
-        let start = value
-            .as_ref()
-            .map_or(0, |v| v.len().saturating_sub(token.len()));
-        let presented = Presented { value, start };
-        debug_assert_eq!(presented.as_str(), token);
-        presented
+impl Presented<'_> {
+    /// The token held for the lookup without copying it: the header value shares the
+    /// connection's buffer.
+    fn to_owned(&self) -> OwnedToken {
+        OwnedToken {
+            header: self.header.clone(),
+            start: self.start,
+        }
     }
+}
 
-    /// The token ("" cannot happen: the value was read as text before).
+/// A [`Presented`] token that outlives the request's borrow.
+struct OwnedToken {
+    header: HeaderValue,
+    start: usize,
+}
+
+impl OwnedToken {
+    /// The token ("" cannot happen: the value was read as text when it was presented).
     fn as_str(&self) -> &str {
-        self.value
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
+        self.header
+            .to_str()
+            .ok()
             .and_then(|v| v.get(self.start..))
             .unwrap_or("")
     }
