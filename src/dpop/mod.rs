@@ -7,7 +7,8 @@
 //! accepted once within its window across every instance sharing the store.
 //!
 //! Signatures are checked with `jsonwebtoken` on its RustCrypto backend (p256, p384,
-//! ed25519-dalek, rsa); only asymmetric algorithms can be configured, so `none` and the `HS*`
+//! ed25519-dalek, rsa), or, with the feature `ring`, ES256 and ES384 by ring (about five times
+//! faster for P-256); only asymmetric algorithms can be configured, so `none` and the `HS*`
 //! MACs are refused whatever the configuration says.
 //!
 //! ```
@@ -30,6 +31,7 @@ mod config;
 mod htu;
 mod nonce;
 mod proof;
+mod signature;
 
 pub use config::{
     DpopAlgorithm, DpopConfig, DpopPolicy, ProofError, DPOP_HEADER, DPOP_NONCE_HEADER,

@@ -5,8 +5,6 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::crypto::CryptoProvider;
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -14,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::config::{DpopAlgorithm, DpopConfig, ProofError, MAX_PROOF_BYTES};
 use super::htu::Htu;
+use super::signature::ProofKey;
 use crate::clock::Timestamp;
 use crate::codes::{Digest, Thumbprint};
 
@@ -164,7 +163,7 @@ fn thumbprint(members: &[(&str, &str)]) -> Thumbprint {
 
 /// The key of `jwk` for `alg`, and its thumbprint; `None` if it is not a public key of the kind
 /// `alg` verifies with.
-fn public_key(jwk: &Jwk, alg: DpopAlgorithm) -> Option<(DecodingKey, Thumbprint)> {
+fn public_key(jwk: &Jwk, alg: DpopAlgorithm) -> Option<(ProofKey, Thumbprint)> {
     let private = jwk.d.is_some()
         || jwk.p.is_some()
         || jwk.q.is_some()
@@ -176,7 +175,6 @@ fn public_key(jwk: &Jwk, alg: DpopAlgorithm) -> Option<(DecodingKey, Thumbprint)
     if private {
         return None;
     }
-    let decoded_len = |s: &str| URL_SAFE_NO_PAD.decode(s).ok().map(|v| v.len());
     match alg {
         DpopAlgorithm::ES256 | DpopAlgorithm::ES384 => {
             let (crv, len) = if alg == DpopAlgorithm::ES256 {
@@ -188,10 +186,7 @@ fn public_key(jwk: &Jwk, alg: DpopAlgorithm) -> Option<(DecodingKey, Thumbprint)
             if jwk.kty != "EC" || jwk.crv.as_deref() != Some(crv) {
                 return None;
             }
-            if decoded_len(x)? != len || decoded_len(y)? != len {
-                return None;
-            }
-            let key = DecodingKey::from_ec_components(x, y).ok()?;
+            let key = ProofKey::ec(x, y, len)?;
             Some((
                 key,
                 thumbprint(&[("crv", crv), ("kty", "EC"), ("x", x), ("y", y)]),
@@ -199,10 +194,10 @@ fn public_key(jwk: &Jwk, alg: DpopAlgorithm) -> Option<(DecodingKey, Thumbprint)
         }
         DpopAlgorithm::EdDSA => {
             let x = jwk.x.as_deref()?;
-            if jwk.kty != "OKP" || jwk.crv.as_deref() != Some("Ed25519") || decoded_len(x)? != 32 {
+            if jwk.kty != "OKP" || jwk.crv.as_deref() != Some("Ed25519") {
                 return None;
             }
-            let key = DecodingKey::from_ed_components(x).ok()?;
+            let key = ProofKey::ed25519(x)?;
             Some((
                 key,
                 thumbprint(&[("crv", "Ed25519"), ("kty", "OKP"), ("x", x)]),
@@ -210,53 +205,12 @@ fn public_key(jwk: &Jwk, alg: DpopAlgorithm) -> Option<(DecodingKey, Thumbprint)
         }
         _ => {
             let (n, e) = (jwk.n.as_deref()?, jwk.e.as_deref()?);
-            // 2048 to 4096 bits: smaller keys are weak, larger ones cost too much to check.
-            let bits = decoded_len(n)? * 8;
-            if jwk.kty != "RSA" || !(2048..=4096).contains(&bits) || decoded_len(e)? > 8 {
+            if jwk.kty != "RSA" {
                 return None;
             }
-            let key = DecodingKey::from_rsa_components(n, e).ok()?;
+            let key = ProofKey::rsa(n, e)?;
             Some((key, thumbprint(&[("e", e), ("kty", "RSA"), ("n", n)])))
         }
-    }
-}
-
-fn jose_algorithm(alg: DpopAlgorithm) -> Algorithm {
-    match alg {
-        DpopAlgorithm::ES256 => Algorithm::ES256,
-        DpopAlgorithm::ES384 => Algorithm::ES384,
-        DpopAlgorithm::EdDSA => Algorithm::EdDSA,
-        DpopAlgorithm::PS256 => Algorithm::PS256,
-        DpopAlgorithm::PS384 => Algorithm::PS384,
-        DpopAlgorithm::PS512 => Algorithm::PS512,
-        DpopAlgorithm::RS256 => Algorithm::RS256,
-        DpopAlgorithm::RS384 => Algorithm::RS384,
-        DpopAlgorithm::RS512 => Algorithm::RS512,
-    }
-}
-
-/// jsonwebtoken's RustCrypto provider. It is the process default when only its `rust_crypto`
-/// feature is on; if another crate also turned on `aws_lc_rs`, neither is, and the RustCrypto
-/// one is installed here rather than letting jsonwebtoken panic.
-fn provider() -> Option<&'static CryptoProvider> {
-    CryptoProvider::try_get_default().or_else(|| {
-        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
-        CryptoProvider::try_get_default()
-    })
-}
-
-fn verify_signature(
-    alg: DpopAlgorithm,
-    key: &DecodingKey,
-    message: &[u8],
-    signature: &Vec<u8>,
-) -> bool {
-    let Some(provider) = provider() else {
-        return false;
-    };
-    match (provider.verifier_factory)(&jose_algorithm(alg), key) {
-        Ok(verifier) => verifier.verify(message, signature).is_ok(),
-        Err(_) => false,
     }
 }
 
@@ -375,7 +329,7 @@ impl DpopConfig {
         // The signature last: the one expensive step (step 6).
         let signature = b64(signature_b64)?;
         let signed = &proof[..header_b64.len() + 1 + claims_b64.len()];
-        if !verify_signature(alg, &key, signed.as_bytes(), &signature) {
+        if !key.verifies(alg, signed.as_bytes(), &signature) {
             return Err(ProofError::Signature);
         }
         Ok(DpopProof {
