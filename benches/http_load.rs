@@ -51,8 +51,11 @@
 //! then `BENCH_SECS` (default 5). Every scenario runs `BENCH_ROUNDS` times (default 3),
 //! interleaved, and the median round's requests/s is reported with latency percentiles over
 //! all rounds, and the process's CPU time per request (server and load generator together),
-//! which other load on the machine disturbs far less than requests/s. Other knobs:
-//! `BENCH_SMALL_TOKENS` (1000), `BENCH_BIG_TOKENS` (1 000 000), `BENCH_THREADS` (runtime
+//! which other load on the machine disturbs far less than requests/s. Each target is also
+//! given as the median of its per-round ratios (round i of one scenario over round i of the
+//! other, run seconds apart), which a slow drift of the machine's speed does not move. Other knobs:
+//! `BENCH_PROM_HISTOGRAMS` (1; 0 lets the recorder take counters and gauges only, a
+//! diagnostic), `BENCH_PROM_BUCKETS` (0; 1 for bucketed histograms instead of summaries), `BENCH_SMALL_TOKENS` (1000), `BENCH_BIG_TOKENS` (1 000 000), `BENCH_THREADS` (runtime
 //! workers, default: the core count), `BENCH_NODELAY` (1), `BENCH_ONLY` (scenario keys, e.g.
 //! `1,4`). Only 127.0.0.1 is contacted, and every loop ends by its deadline.
 
@@ -664,6 +667,9 @@ struct Row {
     p50: Duration,
     p99: Duration,
     cpu_us: f64,
+    /// Requests/s and CPU µs/request of each round, in order, for the paired ratios.
+    round_rps: Vec<f64>,
+    round_cpu: Vec<f64>,
     unexpected: u64,
     failures: u64,
 }
@@ -679,6 +685,8 @@ fn summarize(s: &Scenario, mut o: Outcome) -> Row {
         p50: percentile(&o.latencies, 50.0),
         p99: percentile(&o.latencies, 99.0),
         cpu_us: median(&o.cpu_us),
+        round_rps: o.rps.clone(),
+        round_cpu: o.cpu_us.clone(),
         unexpected: o.unexpected,
         failures: o.failures,
     }
@@ -1188,16 +1196,33 @@ fn report(rows: &[Row], notes: &[String]) {
         );
     }
     println!();
-    println!("| target | req/s ratio | met | CPU/req ratio | met |");
-    println!("|---|---:|:---:|---:|:---:|");
+    // Besides the ratio of the medians, the median of the per-round ratios: rounds are
+    // interleaved, so round i of two scenarios ran seconds apart, and a slow drift of the
+    // machine's speed (other tenants of the host) cancels out of each pair.
+    println!(
+        "| target | req/s ratio | met | CPU/req ratio | met | paired req/s ratio, median \
+         (min–max) | met | paired CPU/req ratio, median | met |"
+    );
+    println!("|---|---:|:---:|---:|:---:|---:|:---:|---:|:---:|");
     let verdict = |v: f64, min: f64| if v >= min { "yes" } else { "**no**" };
+    let paired = |a: &[f64], b: &[f64], f: fn(f64, f64) -> f64| {
+        let ratios: Vec<f64> = a.iter().zip(b).map(|(&a, &b)| f(a, b)).collect();
+        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = ratios.iter().copied().fold(0.0, f64::max);
+        (median(&ratios), min, max)
+    };
     let target = |label: &str, a: &str, b: &str, min: f64| {
         if let (Some(a), Some(b)) = (find(a), find(b)) {
             let (rps, cpu) = (a.rps / b.rps, b.cpu_us / a.cpu_us);
+            let (p_rps, p_min, p_max) = paired(&a.round_rps, &b.round_rps, |a, b| a / b);
+            let (p_cpu, _, _) = paired(&a.round_cpu, &b.round_cpu, |a, b| b / a);
             println!(
-                "| {label} ≥ {min:.2} | {rps:.3} | {} | {cpu:.3} | {} |",
+                "| {label} ≥ {min:.2} | {rps:.3} | {} | {cpu:.3} | {} | {p_rps:.3} \
+                 ({p_min:.3}–{p_max:.3}) | {} | {p_cpu:.3} | {} |",
                 verdict(rps, min),
-                verdict(cpu, min)
+                verdict(cpu, min),
+                verdict(p_rps, min),
+                verdict(p_cpu, min)
             );
         }
     };
@@ -1265,6 +1290,9 @@ mod recorder {
 
     static ON: AtomicBool = AtomicBool::new(false);
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    /// `BENCH_PROM_HISTOGRAMS=0`: the exporter takes counters and gauges only, to tell its
+    /// per-sample histogram storage apart from the crate's own recording.
+    static HISTOGRAMS: AtomicBool = AtomicBool::new(true);
 
     /// Prometheus while on; the facade's no-op handles while off.
     struct Switch(PrometheusRecorder);
@@ -1294,7 +1322,7 @@ mod recorder {
             }
         }
         fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-            if ON.load(Ordering::Relaxed) {
+            if ON.load(Ordering::Relaxed) && HISTOGRAMS.load(Ordering::Relaxed) {
                 self.0.register_histogram(key, metadata)
             } else {
                 Histogram::noop()
@@ -1304,7 +1332,21 @@ mod recorder {
 
     /// Installs the switch (off) and the exporter's upkeep; call inside the runtime.
     pub fn install() {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        HISTOGRAMS.store(
+            std::env::var("BENCH_PROM_HISTOGRAMS").map_or(true, |v| v != "0"),
+            Ordering::Relaxed,
+        );
+        // `BENCH_PROM_BUCKETS=1`: histograms as Prometheus histograms (fixed buckets) instead
+        // of the exporter's default summaries (quantiles).
+        let mut builder = PrometheusBuilder::new();
+        if std::env::var("BENCH_PROM_BUCKETS").is_ok_and(|v| v == "1") {
+            builder = builder
+                .set_buckets(&[
+                    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                ])
+                .expect("non-empty buckets");
+        }
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(Switch(recorder)).is_err() {
             return;
