@@ -32,6 +32,7 @@
 //! |---|---|---|
 //! | `jwt` | yes | RFC 9068 JWT access tokens, the JWKS endpoint and the resource server's `JwtVerifier` (module `jwt`) |
 //! | `dpop` | yes | DPoP (RFC 9449) at the token endpoint and the bearer layer (module `dpop`) |
+//! | `ring` | | DPoP proofs signed with ES256 or ES384 checked by ring: about five times less CPU per P-256 proof (needs a C compiler; implies `dpop`) |
 //! | `redis` | | `RedisStore`, for many instances |
 //! | `postgres` | | `PostgresStore`, for many instances |
 //! | `sqlite` | | `SqliteStore`, for one instance that survives a restart |

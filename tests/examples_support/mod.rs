@@ -23,6 +23,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("jwt", cfg!(feature = "jwt")),
     ("dpop", cfg!(feature = "dpop")),
     ("metrics", cfg!(feature = "metrics")),
+    ("ring", cfg!(feature = "ring")),
 ];
 
 /// The path of example `name`, built (once per test binary) with this binary's profile and
