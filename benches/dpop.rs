@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench dpop
+//! cargo bench --features ring --bench dpop   # ES256 proofs checked by ring
 //! ```
 //!
 //! Proofs are signed outside the timed part. The layer's futures complete on their first poll

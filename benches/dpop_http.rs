@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench dpop_http
+//! cargo bench --features ring --bench dpop_http   # ES256 proofs checked by ring
 //! BENCH_CONNS=32 BENCH_SECS=3 BENCH_WARMUP_SECS=1 BENCH_ROUNDS=3 BENCH_PROOFS=150000 cargo bench --bench dpop_http
 //! ```
 //!
@@ -347,6 +348,9 @@ fn main() {
             );
         }
         println!("\nconnections {}, {} s per round after {} s warm-up, {} rounds", cfg.conns, cfg.secs, cfg.warmup_secs, cfg.rounds);
+        // Which backend checked the ES256 proofs (the feature `ring`, or RustCrypto).
+        let backend = if cfg!(feature = "ring") { "ring" } else { "RustCrypto" };
+        println!("ES256 proofs checked by {backend}; EdDSA by ed25519-dalek");
         for n in notes {
             println!("note: {n}");
         }
