@@ -92,9 +92,14 @@ fn modules(src: &Path) -> BTreeMap<Module, String> {
     out
 }
 
-/// The code of a file without comments and without its unit tests.
+/// The code of a file without comments and without its unit tests: `mod tests` under a
+/// `#[cfg(...)]` line that names `test` (`#[cfg(test)]`, `#[cfg(all(test, feature = "x"))]`).
 fn code(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
+    let tests = text.match_indices("\nmod tests").find_map(|(i, _)| {
+        let attribute = text[..i].rsplit('\n').next().unwrap_or("");
+        (attribute.starts_with("#[cfg(") && attribute.contains("test")).then(|| i - attribute.len())
+    });
+    let text = match tests {
         Some(i) => &text[..i],
         None => text,
     };
@@ -402,4 +407,16 @@ fn the_readme_map_names_every_module_on_its_floor() {
             );
         }
     }
+}
+
+#[test]
+fn unit_test_modules_are_left_out_whatever_their_cfg() {
+    let file =
+        "use crate::a;\n#[cfg(all(test, feature = \"x\"))]\nmod tests {\n    use crate::b;\n}\n";
+    assert_eq!(code(file), "use crate::a;");
+    let file = "use crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\n";
+    assert_eq!(code(file), "use crate::a;");
+    // A module merely named `tests` but not test-only is code.
+    let file = "#[doc(hidden)]\nmod tests {\n    use crate::b;\n}\n";
+    assert!(code(file).contains("crate::b"));
 }
