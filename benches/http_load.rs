@@ -38,7 +38,8 @@
 //! header included (1a); `GET /api/public` through the endpoints layer without the bearer layer
 //! (1b); the same app's unguarded `GET /api/open`, sent the very request of scenario 4 (token
 //! included, ignored) and answering the same body through the same kind of handler (1c, and
-//! 1cP with metrics): (4) ÷ (1c) is the bearer layer's own cost; scenario 4 against a store holding 1e6 tokens instead of 1e3 (4M); and, when built with
+//! 1cP with metrics): (4) ÷ (1c) is the bearer layer's own cost; scenario 4 against a store
+//! holding 1e6 tokens instead of 1e3 (4M); and, when built with
 //! `--features redis` and `REDIS_URL` is set, scenarios 3 and 4 on `RedisStore` (3r, 4r);
 //! with `--features postgres` and `POSTGRES_URL`, on `PostgresStore` in a schema of its own,
 //! dropped at the end (p3, p4); with `--features sqlite`, on `SqliteStore` in a temporary file
@@ -53,9 +54,10 @@
 //! all rounds, and the process's CPU time per request (server and load generator together),
 //! which other load on the machine disturbs far less than requests/s. Each target is also
 //! given as the median of its per-round ratios (round i of one scenario over round i of the
-//! other, run seconds apart), which a slow drift of the machine's speed does not move. Other knobs:
-//! `BENCH_PROM_HISTOGRAMS` (1; 0 lets the recorder take counters and gauges only, a
-//! diagnostic), `BENCH_PROM_BUCKETS` (0; 1 for bucketed histograms instead of summaries), `BENCH_SMALL_TOKENS` (1000), `BENCH_BIG_TOKENS` (1 000 000), `BENCH_THREADS` (runtime
+//! other, run seconds apart), which a slow drift of the machine's speed does not move. Other
+//! knobs: `BENCH_PROM_HISTOGRAMS` (1; 0 lets the recorder take counters and gauges only, a
+//! diagnostic), `BENCH_PROM_BUCKETS` (0; 1 for bucketed histograms instead of summaries),
+//! `BENCH_SMALL_TOKENS` (1000), `BENCH_BIG_TOKENS` (1 000 000), `BENCH_THREADS` (runtime
 //! workers, default: the core count), `BENCH_NODELAY` (1), `BENCH_ONLY` (scenario keys, e.g.
 //! `1,4`). Only 127.0.0.1 is contacted, and every loop ends by its deadline.
 
@@ -674,19 +676,26 @@ struct Row {
     failures: u64,
 }
 
+/// The smallest and the largest of `v`.
+fn min_max(v: &[f64]) -> (f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    (min, v.iter().copied().fold(0.0, f64::max))
+}
+
 fn summarize(s: &Scenario, mut o: Outcome) -> Row {
     o.latencies.sort_unstable();
+    let (rps_min, rps_max) = min_max(&o.rps);
     Row {
         key: s.key,
         label: s.label.clone(),
         rps: median(&o.rps),
-        rps_min: o.rps.iter().copied().fold(f64::INFINITY, f64::min),
-        rps_max: o.rps.iter().copied().fold(0.0, f64::max),
+        rps_min,
+        rps_max,
         p50: percentile(&o.latencies, 50.0),
         p99: percentile(&o.latencies, 99.0),
         cpu_us: median(&o.cpu_us),
-        round_rps: o.rps.clone(),
-        round_cpu: o.cpu_us.clone(),
+        round_rps: o.rps,
+        round_cpu: o.cpu_us,
         unexpected: o.unexpected,
         failures: o.failures,
     }
@@ -1207,8 +1216,7 @@ fn report(rows: &[Row], notes: &[String]) {
     let verdict = |v: f64, min: f64| if v >= min { "yes" } else { "**no**" };
     let paired = |a: &[f64], b: &[f64], f: fn(f64, f64) -> f64| {
         let ratios: Vec<f64> = a.iter().zip(b).map(|(&a, &b)| f(a, b)).collect();
-        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = ratios.iter().copied().fold(0.0, f64::max);
+        let (min, max) = min_max(&ratios);
         (median(&ratios), min, max)
     };
     let target = |label: &str, a: &str, b: &str, min: f64| {

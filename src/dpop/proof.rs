@@ -329,7 +329,7 @@ impl DpopConfig {
         // The signature last: the one expensive step (step 6).
         let signature = b64(signature_b64)?;
         let signed = &proof[..header_b64.len() + 1 + claims_b64.len()];
-        if !key.verifies(alg, signed.as_bytes(), &signature) {
+        if !key.verifies(alg, signed.as_bytes(), signature) {
             return Err(ProofError::Signature);
         }
         Ok(DpopProof {
